@@ -1,0 +1,79 @@
+"""ecrcopy: daemonless, byte-exact registry-to-registry image copies (Amazon ECR → GitLab).
+
+Blocking helpers for scripts::
+
+    import ecrcopy
+    report = ecrcopy.copy_repository("123.dkr.ecr.eu-west-1.amazonaws.com/app", "registry.gitlab.com/g/p/app")
+
+and :class:`Copier` for async code that copies many things with shared connections and caches.
+"""
+
+from ._api import copy_image, copy_repository
+from ._copier import Copier
+from ._credentials import (
+    CredentialProvider,
+    Credentials,
+    DockerConfigCredentials,
+    StaticCredentials,
+)
+from ._exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    Denied,
+    DigestMismatch,
+    EcrcopyError,
+    InvalidReference,
+    NotFound,
+    RateLimited,
+    RegistryError,
+    RegistryServerError,
+    RegistryUnavailable,
+    TagConflict,
+    TransferError,
+    UnsupportedManifest,
+    WrongContextError,
+)
+from ._models import Descriptor, ImageIndex, ImageManifest, Manifest, Platform
+from ._options import CopyOptions
+from ._reference import Reference, parse_reference
+from ._report import CopyReport, ImageResult, ProgressEvent, Totals
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigurationError",
+    "Copier",
+    "CopyOptions",
+    "CopyReport",
+    "CredentialProvider",
+    "Credentials",
+    "Denied",
+    "Descriptor",
+    "DigestMismatch",
+    "DockerConfigCredentials",
+    "EcrcopyError",
+    "ImageIndex",
+    "ImageManifest",
+    "ImageResult",
+    "InvalidReference",
+    "Manifest",
+    "NotFound",
+    "Platform",
+    "ProgressEvent",
+    "RateLimited",
+    "Reference",
+    "RegistryError",
+    "RegistryServerError",
+    "RegistryUnavailable",
+    "StaticCredentials",
+    "TagConflict",
+    "Totals",
+    "TransferError",
+    "UnsupportedManifest",
+    "WrongContextError",
+    "__version__",
+    "copy_image",
+    "copy_repository",
+    "parse_reference",
+]

@@ -1,0 +1,368 @@
+"""The copy engine: :class:`Copier` copies images and repositories between registries.
+
+Order of writes, so a destination tag never points at incomplete content:
+
+1. every blob of an image manifest (config, layers) — HEAD, else mount, else upload;
+2. the image manifest, by digest when it is a child of an index;
+3. for an index: every child as above, then the index;
+4. the tag, last: the top manifest PUT by tag.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Self
+
+import anyio
+import httpx
+
+from . import _mediatypes as mt
+from ._client import RegistryClient
+from ._credentials import CredentialProvider, CredentialsLike, as_provider
+from ._exceptions import ConfigurationError, EcrcopyError, TagConflict, UnsupportedManifest
+from ._models import Manifest
+from ._options import CopyOptions
+from ._reference import Reference, parse_reference
+from ._report import CopyReport, EventCallback, ImageResult, ProgressEvent, emit
+from ._transfer import BlobOutcome, BlobTransferer
+
+__all__ = ["Copier"]
+
+log = logging.getLogger("ecrcopy")
+
+
+class _ImageWork:
+    """Counters of one image copy."""
+
+    def __init__(self, source: str, destination: str) -> None:
+        self.result = ImageResult(source=source, destination=destination, status="planned")
+        self.started = time.monotonic()
+
+
+class Copier:
+    """Copies images between registries; an async context manager for tooling to embed.
+
+    One ``Copier`` shares connection pools, tokens and the blob-location cache across all calls,
+    so a second repository mounts the layers a first one uploaded::
+
+        async with ecrcopy.Copier(ecrcopy.CopyOptions(on_conflict="skip")) as copier:
+            await copier.copy_repository("src.example/team/app", "registry.gitlab.example/team/app")
+
+    Credentials: ``source_credentials`` and ``destination_credentials`` are each a
+    :class:`Credentials`, a ``(user, password)`` tuple or a :class:`CredentialProvider`; left out,
+    they come from Docker's ``config.json``.
+    """
+
+    def __init__(
+        self,
+        options: CopyOptions | None = None,
+        *,
+        source_credentials: CredentialsLike = None,
+        destination_credentials: CredentialsLike = None,
+        on_event: EventCallback | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.options = options or CopyOptions()
+        self._source_credentials = as_provider(source_credentials)
+        self._destination_credentials = as_provider(destination_credentials)
+        self._on_event = on_event
+        self._transport = transport
+        self._clients: dict[tuple[str, str], RegistryClient] = {}
+        self._transferer = BlobTransferer(self.options)
+        self._image_slots = anyio.CapacityLimiter(self.options.image_concurrency)
+        self._open = False
+
+    async def __aenter__(self) -> Self:
+        self._open = True
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.aclose()
+        self._open = False
+
+    # ------------------------------------------------------------------ clients
+
+    def client(self, host: str, *, role: str, credentials: CredentialProvider | None = None) -> RegistryClient:
+        """The shared client of ``host`` in ``role`` (``source`` or ``destination``).
+
+        ``role`` picks the default credentials; one client per (host, role) shares its connection
+        pool and tokens across every call of this copier.
+        """
+        if not self._open:
+            raise ConfigurationError("use the Copier inside 'async with Copier(...) as copier:'")
+        client = self._clients.get((host, role))
+        if client is None:
+            if credentials is None:
+                credentials = self._destination_credentials if role == "destination" else self._source_credentials
+            client = self._clients[(host, role)] = RegistryClient(
+                host, credentials, self.options, transport=self._transport
+            )
+        return client
+
+    # ------------------------------------------------------------------ public operations
+
+    async def copy_image(self, source: str, destination: str, *, dry_run: bool = False) -> CopyReport:
+        """Copy one image (``host/repo:tag`` or ``host/repo@digest``) with every platform it has.
+
+        ``destination`` may be a repository: the source's tag (or digest) is kept.
+        """
+        src = parse_reference(source)
+        if src.is_repository:
+            raise ConfigurationError(f"{source!r} names a repository; give a tag or digest, or use copy_repository")
+        dst = _destination_for(src, parse_reference(destination))
+        src_client = self.client(src.api_host, role="source")
+        dst_client = self.client(dst.api_host, role="destination")
+        await _ping_both(src_client, dst_client)
+        report = CopyReport()
+        report.images.append(await self._copy_one(src, dst, src_client, dst_client, dry_run=dry_run))
+        return report.finish()
+
+    async def copy_repository(
+        self,
+        source: str,
+        destination: str,
+        *,
+        tags: Sequence[str] | None = None,
+        tag_pattern: str | re.Pattern[str] | None = None,
+        dry_run: bool = False,
+    ) -> CopyReport:
+        """Copy every tag of ``source`` (or ``tags``, or those matching ``tag_pattern`` in full).
+
+        One failing image is recorded and the others go on; a fatal error (rejected credentials,
+        unreachable registry) stops the run by raising.
+        """
+        src = parse_reference(source)
+        dst = parse_reference(destination)
+        if not src.is_repository:
+            return await self.copy_image(source, destination, dry_run=dry_run)
+        if not dst.is_repository:
+            raise ConfigurationError(f"{destination!r}: the destination of a repository copy must be a repository")
+        pattern = _compile(tag_pattern)
+        src_client = self.client(src.api_host, role="source")
+        dst_client = self.client(dst.api_host, role="destination")
+        await _ping_both(src_client, dst_client)
+        report = CopyReport()
+        if tags is not None:
+            selected = list(dict.fromkeys(tags))
+            for tag in selected:
+                src.with_tag(tag)  # validates
+        else:
+            selected = await src_client.list_tags(src.repository)
+        if pattern is not None:
+            selected = [t for t in selected if pattern.fullmatch(t)]
+        pairs = [(src.with_tag(t), dst.with_tag(t)) for t in sorted(selected)]
+        report.images.extend(await self.copy_pairs(pairs, dry_run=dry_run))
+        return report.finish()
+
+    async def copy_pairs(
+        self, pairs: Sequence[tuple[Reference, Reference]], *, dry_run: bool = False
+    ) -> list[ImageResult]:
+        """Copy many (source, destination) image references concurrently; results in input order."""
+        results: list[ImageResult | None] = [None] * len(pairs)
+
+        async def one(index: int, src: Reference, dst: Reference) -> None:
+            src_client = self.client(src.api_host, role="source")
+            dst_client = self.client(dst.api_host, role="destination")
+            results[index] = await self._copy_one(src, dst, src_client, dst_client, dry_run=dry_run)
+
+        await _run_all(
+            [lambda i=i, s=s, d=d: one(i, s, d) for i, (s, d) in enumerate(pairs)],  # type: ignore[misc]
+            self.options.image_concurrency,
+        )
+        return [r for r in results if r is not None]
+
+    # ------------------------------------------------------------------ the engine
+
+    async def _copy_one(
+        self, src: Reference, dst: Reference, src_client: RegistryClient, dst_client: RegistryClient, *, dry_run: bool
+    ) -> ImageResult:
+        work = _ImageWork(str(src), str(dst))
+        result = work.result
+        emit(self._on_event, ProgressEvent("image_started", result.source, result.destination))
+        try:
+            async with self._image_slots:
+                await self._copy_image_tree(src, dst, src_client, dst_client, work, dry_run=dry_run)
+        except EcrcopyError as exc:
+            if exc.fatal:
+                raise
+            result.status = "failed"
+            result.reason = exc.reason
+            result.error = str(exc)
+            log.warning("%s -> %s failed: %s", result.source, result.destination, exc)
+        result.duration_seconds = round(time.monotonic() - work.started, 3)
+        emit(self._on_event, ProgressEvent("image_finished", result.source, result.destination, result=result))
+        return result
+
+    async def _copy_image_tree(
+        self,
+        src: Reference,
+        dst: Reference,
+        src_client: RegistryClient,
+        dst_client: RegistryClient,
+        work: _ImageWork,
+        *,
+        dry_run: bool,
+    ) -> None:
+        result = work.result
+        reference = src.reference
+        assert reference is not None
+        manifest = await src_client.get_manifest(src.repository, reference)
+        result.digest = manifest.digest
+        result.media_type = manifest.media_type
+        target = dst.tag or manifest.digest
+        if dst.digest is not None and dst.digest != manifest.digest:
+            raise ConfigurationError(f"{dst}: source {src} is {manifest.digest}, not the destination digest")
+        existing = await dst_client.head_manifest(dst.repository, target)
+        if existing is not None and existing.digest == manifest.digest:
+            result.status = "skipped"
+            result.reason = "up-to-date"
+            return
+        if existing is not None and self.options.on_conflict != "overwrite":
+            message = f"{dst.with_tag(target)} already holds {existing.digest}, the source is {manifest.digest}"
+            if self.options.on_conflict == "fail":
+                raise TagConflict(message + " (on_conflict='fail' leaves it untouched)")
+            result.status = "skipped"
+            result.reason = "conflict"
+            result.error = message
+            return
+        self._check_policy(manifest)
+        if dry_run:
+            result.status = "planned"
+            return
+        await self._copy_children(manifest, src.repository, dst.repository, src_client, dst_client, work)
+        await dst_client.put_manifest(dst.repository, target, manifest)
+        result.manifests_pushed += 1
+        result.status = "copied"
+
+    def _check_policy(self, manifest: Manifest) -> None:
+        if manifest.is_schema1:
+            raise UnsupportedManifest(
+                "Docker schema 1 manifest: not copied (GitLab refuses schema 1; convert the image first)"
+            )
+        if manifest.is_index:
+            manifest.index  # noqa: B018 - validates the index
+            return
+        image = manifest.image
+        foreign = [layer for layer in image.layers if layer.media_type in mt.FOREIGN_LAYER_TYPES]
+        if foreign and self.options.foreign_layers == "skip-image":
+            raise UnsupportedManifest(
+                f"{len(foreign)} non-distributable (foreign) layer(s); set foreign_layers='copy' to copy them"
+            )
+
+    async def _copy_children(
+        self,
+        manifest: Manifest,
+        src_repo: str,
+        dst_repo: str,
+        src_client: RegistryClient,
+        dst_client: RegistryClient,
+        work: _ImageWork,
+    ) -> None:
+        """Everything ``manifest`` refers to, so that it may be pushed next."""
+        self._check_policy(manifest)
+        if manifest.is_index:
+            children = list({d.digest: d for d in manifest.index.manifests}.values())
+
+            async def child(digest: str, media_type: str) -> None:
+                if media_type not in mt.MANIFEST_TYPES:
+                    raise UnsupportedManifest(f"index child {digest} has unsupported media type {media_type!r}")
+                if await dst_client.head_manifest(dst_repo, digest) is not None:
+                    return
+                child_manifest = await src_client.get_manifest(src_repo, digest)
+                await self._copy_children(child_manifest, src_repo, dst_repo, src_client, dst_client, work)
+                await dst_client.put_manifest(dst_repo, digest, child_manifest)
+                work.result.manifests_pushed += 1
+
+            await _run_all(
+                [lambda d=d: child(d.digest, d.media_type) for d in children],  # type: ignore[misc]
+                self.options.blob_concurrency,
+            )
+            return
+        blobs = list({d.digest: d for d in manifest.image.blobs}.values())
+        result = work.result
+
+        def on_bytes(n: int) -> None:
+            emit(self._on_event, ProgressEvent("bytes_uploaded", result.source, result.destination, bytes=n))
+
+        async def blob(index: int) -> None:
+            descriptor = blobs[index]
+            outcome = await self._transferer.ensure(
+                src_client, src_repo, dst_client, dst_repo, descriptor, on_bytes if self._on_event else None
+            )
+            if outcome.outcome is BlobOutcome.UPLOADED:
+                result.blobs_uploaded += 1
+                result.bytes_uploaded += outcome.bytes_uploaded
+            elif outcome.outcome is BlobOutcome.MOUNTED:
+                result.blobs_mounted += 1
+            else:
+                result.blobs_existing += 1
+            emit(
+                self._on_event,
+                ProgressEvent(
+                    "blob_finished",
+                    result.source,
+                    result.destination,
+                    digest=descriptor.digest,
+                    bytes=descriptor.size,
+                    outcome=outcome.outcome.value,
+                ),
+            )
+
+        await _run_all([lambda i=i: blob(i) for i in range(len(blobs))], self.options.blob_concurrency)  # type: ignore[misc]
+
+
+def _destination_for(src: Reference, dst: Reference) -> Reference:
+    if dst.is_repository:
+        return dst.with_tag(src.tag) if src.tag else dst.with_digest(src.digest)
+    return dst
+
+
+def _compile(pattern: str | re.Pattern[str] | None) -> re.Pattern[str] | None:
+    if pattern is None or isinstance(pattern, re.Pattern):
+        return pattern
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ConfigurationError(f"invalid tag pattern {pattern!r}: {exc}") from None
+
+
+async def _ping_both(src: RegistryClient, dst: RegistryClient) -> None:
+    await src.auth.ping()
+    await dst.auth.ping()
+
+
+async def _run_all(jobs: Sequence[Callable[[], Awaitable[None]]], limit: int) -> None:
+    """Run ``jobs`` with at most ``limit`` at a time; on the first error cancel the rest, raise it."""
+    if not jobs:
+        return
+    if len(jobs) == 1:
+        await jobs[0]()
+        return
+    errors: list[BaseException] = []
+    limiter = anyio.CapacityLimiter(limit)
+
+    async def run(job: Callable[[], Awaitable[None]], scope: anyio.CancelScope) -> None:
+        async with limiter:
+            try:
+                await job()
+            except Exception as exc:
+                errors.append(exc)
+                scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        for job in jobs:
+            tg.start_soon(run, job, tg.cancel_scope)
+    if errors:
+        fatal = [e for e in errors if isinstance(e, EcrcopyError) and e.fatal]
+        raise (fatal or errors)[0]

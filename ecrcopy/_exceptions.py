@@ -1,0 +1,161 @@
+"""Exceptions raised by ecrcopy.
+
+Every exception the library raises on purpose derives from :class:`EcrcopyError`::
+
+    EcrcopyError
+    ├── ConfigurationError            fatal: bad options, unusable input
+    │   ├── InvalidReference          a reference or repository name that breaks the OCI grammar
+    │   └── WrongContextError         a blocking API called from inside a running event loop
+    ├── AuthenticationError           fatal: credentials missing or rejected by a registry or token realm
+    ├── RegistryUnavailable           fatal: a registry could not be reached at all (DNS, refused, TLS)
+    ├── RegistryError                 the registry answered with an error status
+    │   ├── NotFound                  404: repository, manifest, blob or upload unknown
+    │   ├── Denied                    403, or 401 for lack of scope: the credentials work but may not do this
+    │   ├── RateLimited               429 (``retry_after`` in seconds when the registry said)
+    │   └── RegistryServerError       5xx
+    ├── TransferError                 the connection broke or timed out in the middle of a request
+    ├── DigestMismatch                content does not hash to the digest (or length) it was fetched by
+    ├── UnsupportedManifest           schema 1, foreign layers, unknown media types, manifests over 4 MiB
+    └── TagConflict                   the destination tag holds another digest and the policy forbids overwriting
+
+Fatal errors (``exc.fatal is True``) stop a whole run: retrying other images cannot help. All
+other errors fail the one image they happened to and are recorded in the report.
+
+Messages never contain secrets: credentials are held as ``pydantic.SecretStr`` and URLs are
+reported without their query strings.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigurationError",
+    "Denied",
+    "DigestMismatch",
+    "EcrcopyError",
+    "InvalidReference",
+    "NotFound",
+    "RateLimited",
+    "RegistryError",
+    "RegistryServerError",
+    "RegistryUnavailable",
+    "TagConflict",
+    "TransferError",
+    "UnsupportedManifest",
+    "WrongContextError",
+]
+
+
+class EcrcopyError(Exception):
+    """Base class of every error ecrcopy raises on purpose."""
+
+    #: A fatal error stops the whole run instead of failing one image.
+    fatal: ClassVar[bool] = False
+    #: Short machine-readable reason used in reports (``conflict``, ``digest_mismatch``, ...).
+    reason: ClassVar[str] = "error"
+
+
+class ConfigurationError(EcrcopyError):
+    """The options, arguments or environment cannot work."""
+
+    fatal = True
+    reason = "configuration"
+
+
+class InvalidReference(ConfigurationError):
+    """A reference, repository name or tag that does not follow the OCI grammar."""
+
+    reason = "invalid_reference"
+
+
+class WrongContextError(ConfigurationError, RuntimeError):
+    """A blocking entry point was called from inside a running event loop."""
+
+
+class AuthenticationError(EcrcopyError):
+    """Credentials are missing or were rejected."""
+
+    fatal = True
+    reason = "authentication"
+
+
+class RegistryUnavailable(EcrcopyError):
+    """A registry could not be reached at all."""
+
+    fatal = True
+    reason = "unreachable"
+
+
+class RegistryError(EcrcopyError):
+    """A registry answered with an error status.
+
+    ``status`` is the HTTP status, ``code`` the first OCI error code of the body (if any).
+    """
+
+    reason = "registry_error"
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class NotFound(RegistryError):
+    """404: the repository, manifest, blob or upload session is unknown."""
+
+    reason = "not_found"
+
+
+class Denied(RegistryError):
+    """The credentials are valid but do not allow this operation (protected tags, missing scope)."""
+
+    reason = "denied"
+
+
+class RateLimited(RegistryError):
+    """429 Too Many Requests. ``retry_after`` is the delay the registry asked for, in seconds."""
+
+    reason = "rate_limited"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = 429,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code)
+        self.retry_after = retry_after
+
+
+class RegistryServerError(RegistryError):
+    """5xx from the registry."""
+
+    reason = "server_error"
+
+
+class TransferError(EcrcopyError):
+    """The connection failed or timed out during a request."""
+
+    reason = "transfer"
+
+
+class DigestMismatch(EcrcopyError):
+    """Content does not match the digest or size it was requested by."""
+
+    reason = "digest_mismatch"
+
+
+class UnsupportedManifest(EcrcopyError):
+    """A manifest ecrcopy will not copy under the current policy (schema 1, foreign layers, ...)."""
+
+    reason = "unsupported"
+
+
+class TagConflict(EcrcopyError):
+    """The destination tag already points at a different digest."""
+
+    reason = "conflict"

@@ -1,0 +1,149 @@
+"""The report of a run and the progress events emitted while it runs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+__all__ = [
+    "CopyReport",
+    "EventCallback",
+    "ImageResult",
+    "ImageStatus",
+    "ProgressEvent",
+    "Totals",
+]
+
+log = logging.getLogger("ecrcopy")
+
+ImageStatus = Literal["copied", "skipped", "failed", "planned"]
+
+
+class ImageResult(BaseModel):
+    """What happened to one image (a source tag or digest and its destination)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    destination: str
+    digest: str | None = None
+    status: ImageStatus
+    #: Why an image was skipped or failed: ``up-to-date``, ``conflict``, ``digest_mismatch``,
+    #: ``unsupported``, ``not_found``, ``denied``, ... (see the errors module).
+    reason: str | None = None
+    error: str | None = None
+    media_type: str | None = None
+    blobs_uploaded: int = 0
+    blobs_mounted: int = 0
+    blobs_existing: int = 0
+    bytes_uploaded: int = 0
+    manifests_pushed: int = 0
+    duration_seconds: float = 0.0
+
+
+class Totals(BaseModel):
+    images: int = 0
+    copied: int = 0
+    skipped: int = 0
+    failed: int = 0
+    planned: int = 0
+    blobs_uploaded: int = 0
+    blobs_mounted: int = 0
+    blobs_existing: int = 0
+    bytes_uploaded: int = 0
+    manifests_pushed: int = 0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CopyReport(BaseModel):
+    """The outcome of a run; ``model_dump_json()`` gives the JSON written by ``--report``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    images: list[ImageResult] = Field(default_factory=list)
+    started_at: datetime = Field(default_factory=_now)
+    finished_at: datetime | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ok(self) -> bool:
+        """True when no image failed."""
+        return all(image.status != "failed" for image in self.images)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def totals(self) -> Totals:
+        totals = Totals(images=len(self.images))
+        for image in self.images:
+            setattr(totals, image.status, getattr(totals, image.status) + 1)
+            totals.blobs_uploaded += image.blobs_uploaded
+            totals.blobs_mounted += image.blobs_mounted
+            totals.blobs_existing += image.blobs_existing
+            totals.bytes_uploaded += image.bytes_uploaded
+            totals.manifests_pushed += image.manifests_pushed
+        return totals
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def duration_seconds(self) -> float:
+        end = self.finished_at or _now()
+        return round((end - self.started_at).total_seconds(), 3)
+
+    def failed(self) -> list[ImageResult]:
+        return [image for image in self.images if image.status == "failed"]
+
+    def finish(self) -> CopyReport:
+        self.finished_at = _now()
+        return self
+
+    @classmethod
+    def merge(cls, reports: list[CopyReport]) -> CopyReport:
+        """One report for several runs (for example several repositories)."""
+        merged = cls(images=[i for r in reports for i in r.images])
+        if reports:
+            merged.started_at = min(r.started_at for r in reports)
+            ends = [r.finished_at for r in reports if r.finished_at is not None]
+            merged.finished_at = max(ends) if ends else None
+        return merged
+
+
+EventKind = Literal["image_started", "image_finished", "blob_finished", "bytes_uploaded"]
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """A progress notification for UIs.
+
+    ``image_started`` / ``image_finished`` (with ``result``) per image; ``blob_finished`` per blob
+    with ``outcome`` (``uploaded``, ``mounted`` or ``existing``) and its size in ``bytes``;
+    ``bytes_uploaded`` as bytes stream to the destination.
+    """
+
+    kind: EventKind
+    source: str
+    destination: str
+    digest: str | None = None
+    bytes: int = 0
+    outcome: str | None = None
+    result: ImageResult | None = None
+
+
+EventCallback = Callable[[ProgressEvent], None]
+
+
+def emit(callback: EventCallback | None, event: ProgressEvent) -> None:
+    """Deliver an event; a failing callback is logged, never allowed to break a copy."""
+    if callback is None:
+        return
+    try:
+        callback(event)
+    except Exception:
+        log.exception("progress callback failed on %s", event.kind)

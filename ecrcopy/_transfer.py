@@ -1,0 +1,139 @@
+"""Blob transfer: HEAD, cross-repository mount, or streamed upload — each unique blob once.
+
+:class:`BlobTransferer` is shared by a whole run (a :class:`~ecrcopy.Copier`). It remembers in
+which destination repositories each blob is known to live, and allows at most one transfer per
+(destination registry, digest) at a time: whoever comes second waits, then mounts from the
+repository the first one filled. Bytes flow from the source response straight into the upload
+request, a piece at a time, so memory stays flat whatever the blob size.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+
+from ._client import RegistryClient
+from ._exceptions import Denied, NotFound, RateLimited, RegistryError, RegistryServerError, TransferError
+from ._models import Descriptor
+from ._options import CopyOptions
+
+__all__ = ["BlobOutcome", "BlobTransferer"]
+
+log = logging.getLogger("ecrcopy")
+
+_TRANSIENT = (TransferError, RateLimited, RegistryServerError)
+
+
+class BlobOutcome(enum.Enum):
+    EXISTING = "existing"
+    MOUNTED = "mounted"
+    UPLOADED = "uploaded"
+
+
+@dataclass(frozen=True)
+class BlobResult:
+    outcome: BlobOutcome
+    bytes_uploaded: int = 0
+
+
+class BlobTransferer:
+    """Moves blobs into destination repositories; one instance per run."""
+
+    def __init__(self, options: CopyOptions) -> None:
+        self._options = options
+        self._known: dict[tuple[str, str], list[str]] = {}
+        self._inflight: dict[tuple[str, str], anyio.Event] = {}
+        self._upload_slots = anyio.CapacityLimiter(options.blob_concurrency)
+
+    def remember(self, host: str, repo: str, digest: str) -> None:
+        """Record that ``digest`` lives in ``host/repo`` (so later copies may mount it from there)."""
+        repos = self._known.setdefault((host, digest), [])
+        if repo not in repos:
+            repos.append(repo)
+
+    def known_in(self, host: str, repo: str, digest: str) -> bool:
+        return repo in self._known.get((host, digest), ())
+
+    async def ensure(
+        self,
+        src: RegistryClient,
+        src_repo: str,
+        dst: RegistryClient,
+        dst_repo: str,
+        blob: Descriptor,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> BlobResult:
+        """Make ``blob`` present in ``dst/dst_repo``, doing as little as possible."""
+        key = (dst.host, blob.digest)
+        while True:
+            if self.known_in(dst.host, dst_repo, blob.digest):
+                return BlobResult(BlobOutcome.EXISTING)
+            event = self._inflight.get(key)
+            if event is None:
+                break
+            await event.wait()
+        event = anyio.Event()
+        self._inflight[key] = event
+        try:
+            result = await self._transfer(src, src_repo, dst, dst_repo, blob, on_bytes)
+            self.remember(dst.host, dst_repo, blob.digest)
+            return result
+        finally:
+            del self._inflight[key]
+            event.set()
+
+    async def _transfer(
+        self,
+        src: RegistryClient,
+        src_repo: str,
+        dst: RegistryClient,
+        dst_repo: str,
+        blob: Descriptor,
+        on_bytes: Callable[[int], None] | None,
+    ) -> BlobResult:
+        if await dst.blob_exists(dst_repo, blob.digest):
+            return BlobResult(BlobOutcome.EXISTING)
+        candidates = [r for r in self._known.get((dst.host, blob.digest), []) if r != dst_repo]
+        if src.host == dst.host and src_repo != dst_repo and src_repo not in candidates:
+            candidates.append(src_repo)
+        location: str | None = None
+        for from_repo in candidates[:3]:
+            try:
+                location = await dst.mount_blob(dst_repo, blob.digest, from_repo)
+            except (Denied, NotFound) as exc:
+                log.debug("mount of %s from %s refused: %s", blob.digest, from_repo, exc)
+                continue
+            except RegistryError as exc:
+                if isinstance(exc, RateLimited | RegistryServerError):
+                    raise
+                log.debug("mount of %s from %s failed: %s", blob.digest, from_repo, exc)
+                continue
+            if location is None:
+                return BlobResult(BlobOutcome.MOUNTED)
+            break  # 202: the registry opened an upload session instead; upload through it
+        async with self._upload_slots:
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    async with src.open_blob(src_repo, blob.digest, blob.size) as stream:
+                        await dst.upload_blob(
+                            dst_repo, blob.digest, blob.size, stream, location=location, on_progress=on_bytes
+                        )
+                    return BlobResult(BlobOutcome.UPLOADED, blob.size)
+                except _TRANSIENT as exc:
+                    location = None  # the session may be gone; open a new one
+                    if attempt >= self._options.retries:
+                        raise
+                    delay = min(self._options.retry_backoff * 2 ** (attempt - 1), self._options.retry_backoff_max)
+                    retry_after = getattr(exc, "retry_after", None)
+                    if retry_after:
+                        delay = max(delay, retry_after)
+                    delay *= 0.5 + random.random() / 2  # noqa: S311
+                    log.info("blob %s: %s; retry %d in %.1fs", blob.digest, exc, attempt, delay)
+                    await anyio.sleep(delay)
