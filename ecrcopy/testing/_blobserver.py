@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import cast
 
 from ._httpserver import CHUNK, BackgroundHTTPServer, LoggedRequest, QuietHandler
+from ._registry import Registry
 
 __all__ = ["S3_AUTH_CONFLICT", "BlobServer"]
 
@@ -44,12 +45,13 @@ class BlobServer(BackgroundHTTPServer):
       -> 416; otherwise 200 with ``Content-Length``, streamed in 64 KiB pieces;
     * unknown paths -> 404 ``NoSuchKey`` XML; other methods -> 405.
 
-    :attr:`requests` records every request (method, path, query, status).
+    :attr:`requests` records every request (method, path, query, status). ``data_dir`` may also be a
+    (not yet started) :class:`~ecrcopy.testing.Registry`, whose :attr:`~Registry.data_dir` is used.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path | Registry) -> None:
         super().__init__()
-        self.data_dir = Path(data_dir)
+        self.data_dir = data_dir.data_dir if isinstance(data_dir, Registry) else Path(data_dir)
         self._lock = threading.Lock()
         self._requests: list[LoggedRequest] = []
         self._rejected_auth = 0
