@@ -54,6 +54,7 @@ log = logging.getLogger("ecrcopy")
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
 _READ_CHUNK = 1024 * 1024
 
 
@@ -360,11 +361,13 @@ class RegistryClient:
     # ------------------------------------------------------------------ blobs
 
     async def blob_exists(self, repo: str, digest: str) -> bool:
+        # a registry that redirects blob reads to object storage redirects HEAD too: that means present
         try:
             await self._send(
                 "HEAD",
                 self._url(repo, f"blobs/{digest}"),
                 [pull_scope(repo)],
+                ok=(200, *_REDIRECTS),
                 what=f"HEAD blob {digest} in {repo}",
             )
         except NotFound:
@@ -384,7 +387,7 @@ class RegistryClient:
             url,
             [pull_scope(repo)],
             stream=True,
-            ok=(200, 301, 302, 303, 307, 308),
+            ok=(200, *_REDIRECTS),
             what=f"GET blob {digest}",
         )
         for _ in range(_MAX_REDIRECTS):
@@ -401,7 +404,7 @@ class RegistryClient:
                     url,
                     [pull_scope(repo)],
                     stream=True,
-                    ok=(200, 301, 302, 303, 307, 308),
+                    ok=(200, *_REDIRECTS),
                     what=f"GET blob {digest}",
                 )
             else:
@@ -422,7 +425,7 @@ class RegistryClient:
             response = await self.http.send(self.http.build_request("GET", url), stream=True)
         except httpx.TransportError as exc:
             raise TransferError(f"{what}: {exc.__class__.__name__}") from None
-        if response.status_code in (200, 301, 302, 303, 307, 308):
+        if response.status_code in (200, *_REDIRECTS):
             return response
         body = await self._read_error_body(response)
         self._raise_for(response, body, what)

@@ -107,7 +107,8 @@ class Proxy(BackgroundHTTPServer):
       and service copied from the upstream's challenge, read once at start) -- GitLab's hard expiry,
       which distribution (60 s leeway) does not have. Tokens are decoded without verification.
     * :attr:`requests`: every request with the status the client got (recorded before the response is
-      sent, so it is visible as soon as the client sees the status). Upstream failures answer 502.
+      sent, so it is visible as soon as the client sees the status). Upstream failures answer 502; a
+      hook raising an exception answers 500 (and is logged).
     """
 
     def __init__(self, upstream: str, *, token_gate: bool = False, hook: ProxyHook | None = None) -> None:
@@ -249,7 +250,11 @@ class _ProxyHandler(QuietHandler):
         proxy = self.proxy
         path, query = self.split_path()
         req = ProxyRequest(self.command, path, query, {k.lower(): v for k, v in self.headers.items()})
-        canned = proxy.hook(req) if proxy.hook is not None else None
+        try:
+            canned = proxy.hook(req) if proxy.hook is not None else None
+        except Exception:
+            logger.exception("proxy hook failed for %s %s", req.method, self.path)
+            canned = ProxyResponse(500, {"Content-Type": "text/plain"}, b"proxy hook failed\n")
         if canned is None and proxy.token_gate:
             canned = proxy._gate(req)
         if canned is not None:
@@ -279,7 +284,8 @@ class _ProxyHandler(QuietHandler):
                 conn = self._connection()
                 conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
                 for name, value in self.headers.items():
-                    if name.lower() not in _HOP_BY_HOP:
+                    lower = name.lower()
+                    if lower not in _HOP_BY_HOP and not (chunked and lower == "content-length"):
                         conn.putheader(name, value)
                 if chunked:
                     conn.putheader("Transfer-Encoding", "chunked")
