@@ -23,9 +23,13 @@ import httpx
 from . import _mediatypes as mt
 from ._client import RegistryClient
 from ._credentials import CredentialProvider, CredentialsLike, as_provider
+from ._ecr import EcrSource
 from ._exceptions import ConfigurationError, EcrcopyError, TagConflict, UnsupportedManifest
+from ._gitlab import GitLabDestination
+from ._migrate import MigrationReport
 from ._models import Manifest
 from ._options import CopyOptions
+from ._plan import MigrationOptions
 from ._reference import Reference, parse_reference
 from ._report import CopyReport, EventCallback, ImageResult, ProgressEvent, emit
 from ._transfer import BlobOutcome, BlobTransferer
@@ -93,7 +97,9 @@ class Copier:
 
     # ------------------------------------------------------------------ clients
 
-    def client(self, host: str, *, role: str, credentials: CredentialProvider | None = None) -> RegistryClient:
+    def client(
+        self, host: str, *, role: str, credentials: CredentialProvider | None = None, scheme: str | None = None
+    ) -> RegistryClient:
         """The shared client of ``host`` in ``role`` (``source`` or ``destination``).
 
         ``role`` picks the default credentials; one client per (host, role) shares its connection
@@ -106,7 +112,7 @@ class Copier:
             if credentials is None:
                 credentials = self._destination_credentials if role == "destination" else self._source_credentials
             client = self._clients[(host, role)] = RegistryClient(
-                host, credentials, self.options, transport=self._transport
+                host, credentials, self.options, transport=self._transport, scheme=scheme
             )
         return client
 
@@ -181,6 +187,27 @@ class Copier:
             self.options.image_concurrency,
         )
         return [r for r in results if r is not None]
+
+    async def migrate(
+        self,
+        source: EcrSource | None = None,
+        destination: GitLabDestination | None = None,
+        options: MigrationOptions | None = None,
+    ) -> MigrationReport:
+        """Copy every selected ECR repository and tag to ``<destination prefix>/<mapped name>``.
+
+        ``source`` and ``destination`` default to :meth:`EcrSource.from_env` and
+        :meth:`GitLabDestination.from_env`. Invalid plans (name collisions, invalid names) and
+        rejected credentials raise before anything is written.
+        """
+        from ._migrate import run_migration
+
+        return await run_migration(
+            self,
+            source or EcrSource.from_env(),
+            destination or GitLabDestination.from_env(),
+            options or MigrationOptions(),
+        )
 
     # ------------------------------------------------------------------ the engine
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
@@ -34,6 +36,7 @@ __all__ = [
 ]
 
 _TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_TOKEN68_CHARS = "-._~+/0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,19 @@ class _Lexer:
             self.pos += 1
         return "".join(out)  # unterminated: take what is there
 
+    def token68(self) -> str:
+        start = self.pos
+        while self.pos < len(self.text) and self.text[self.pos] in _TOKEN68_CHARS:
+            self.pos += 1
+        return self.text[start : self.pos]
+
+    def bare_value(self) -> str:
+        """An unquoted parameter value: up to the next comma or blank (sloppy servers send URLs bare)."""
+        start = self.pos
+        while self.pos < len(self.text) and self.text[self.pos] not in ", \t":
+            self.pos += 1
+        return self.text[start : self.pos]
+
     def skip_to_comma(self) -> None:
         while self.pos < len(self.text) and self.text[self.pos] != ",":
             self.pos += 1
@@ -123,15 +139,10 @@ def parse_www_authenticate(header: str) -> list[Challenge]:
             continue
         lex.skip_ws()
         if lex.peek() == "=" and current is not None:
-            # auth-param of the current challenge (or a token68 when followed by more '=')
+            # auth-param of the current challenge
             lex.pos += 1
             lex.skip_ws()
-            if lex.peek() == '"':
-                value = lex.quoted()
-            else:
-                value = lex.token()
-                while lex.peek() == "=":  # token68 padding
-                    lex.pos += 1
+            value = lex.quoted() if lex.peek() == '"' else lex.bare_value()
             current.params.setdefault(name.lower(), value)
             lex.skip_ws()
             if lex.peek() not in (",", ""):
@@ -142,16 +153,20 @@ def parse_www_authenticate(header: str) -> list[Challenge]:
         challenges.append(current)
         lex.skip_ws()
         save = lex.pos
-        nxt = lex.token()
-        lex.skip_ws()
-        if nxt and lex.peek() == "=":
-            lex.pos = save  # first param: re-read on the next loop turn
-        elif nxt:
+        if lex.token():
+            lex.skip_ws()
+            if lex.peek() == "=":
+                lex.pos += 1
+                lex.skip_ws()
+                if lex.peek() not in ("=", ",", ""):
+                    lex.pos = save  # ``name=value``: the first auth-param, re-read on the next loop turn
+                    continue
+        lex.pos = save
+        token68 = lex.token68()
+        if token68:  # ``Basic dXNlcjpw==``: padding belongs to the token
             while lex.peek() == "=":
                 lex.pos += 1
-            current.params.setdefault("token68", nxt)
-        else:
-            lex.pos = save
+            current.params.setdefault("token68", lex.text[save : lex.pos])
     return challenges
 
 
@@ -184,7 +199,7 @@ def parse_error_body(body: bytes, limit: int = 3) -> list[OciError]:
         return []
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return [OciError("", " ".join(text.split())[:300])]
     errors: list[OciError] = []
     if isinstance(data, dict) and isinstance(data.get("errors"), list):
@@ -201,17 +216,22 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    try:
+    if _DELTA_SECONDS_RE.fullmatch(value):
         seconds = float(value)
-    except ValueError:
+    else:
         try:
             when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
+        if when.tzinfo is None:  # "-0000": HTTP dates are always GMT
+            when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
+    if not math.isfinite(seconds):
         return None
     return max(0.0, min(seconds, 3600.0))
+
+
+_DELTA_SECONDS_RE = re.compile(r"-?[0-9]{1,20}(?:\.[0-9]{1,9})?")
 
 
 @dataclass(frozen=True)
@@ -254,7 +274,7 @@ def _b64url_json(segment: str) -> dict[str, object] | None:
     try:
         padded = segment + "=" * (-len(segment) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -267,8 +287,18 @@ def jwt_expiry(token: str) -> float | None:
     claims = _b64url_json(parts[1])
     if claims is None:
         return None
-    exp = claims.get("exp")
-    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+    return _finite(claims.get("exp"))
+
+
+def _finite(value: object) -> float | None:
+    """A JSON number as a finite float; None for anything else (bools, NaN, 1e999, 10**400)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 DEFAULT_TOKEN_LIFETIME = 60.0
@@ -281,16 +311,16 @@ def parse_token_response(body: bytes, now: float) -> TokenInfo:
     """
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ValueError("token response is not JSON") from None
     if not isinstance(data, dict):
         raise ValueError("token response is not a JSON object")
     token = data.get("token") or data.get("access_token")
     if not isinstance(token, str) or not token:
         raise ValueError("token response holds no token")
-    expires_in = data.get("expires_in")
-    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
-        lifetime = float(expires_in)
+    expires_in = _finite(data.get("expires_in"))
+    if expires_in is not None and expires_in > 0:
+        lifetime = expires_in
         return TokenInfo(token, now + lifetime, lifetime)
     exp = jwt_expiry(token)
     if exp is not None:
@@ -321,6 +351,7 @@ def append_query(url: str, **params: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL without its query string (presigned URLs and upload state stay out of messages)."""
+    """The URL without query string and user info (presigned URLs, upload state and passwords stay out)."""
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

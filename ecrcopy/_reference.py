@@ -66,7 +66,10 @@ def split_host_port(host: str) -> tuple[str, int | None]:
 
 def is_loopback_host(host: str) -> bool:
     """True for ``localhost``, 127.0.0.0/8 and ``::1`` (with or without a port)."""
-    bare, _ = split_host_port(host)
+    try:
+        bare, _ = split_host_port(host)
+    except ValueError:  # a port that is not a number: not a host we know to be loopback
+        return False
     if bare.lower() == "localhost":
         return True
     try:
@@ -91,6 +94,9 @@ class Reference:
     def __post_init__(self) -> None:
         if not self.registry or _HOST_RE.fullmatch(self.registry) is None:
             raise InvalidReference(f"invalid registry host {self.registry!r}")
+        port = split_host_port(self.registry)[1]
+        if port is not None and not 0 < port <= 65535:
+            raise InvalidReference(f"invalid registry host {self.registry!r}: port out of range")
         if not is_valid_repository(self.repository):
             raise InvalidReference(
                 f"invalid repository name {self.repository!r}: lowercase letters, digits and "
@@ -133,7 +139,7 @@ class Reference:
 
     def child(self, path: str) -> Reference:
         """The repository ``<this repository>/<path>`` in the same registry."""
-        return Reference(self.registry, f"{self.repository}/{path}".strip("/"))
+        return Reference(self.registry, f"{self.repository}/{path.strip('/')}".strip("/"))
 
     def __str__(self) -> str:
         out = self.name

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -100,7 +100,7 @@ class CopyReport(BaseModel):
     def failed(self) -> list[ImageResult]:
         return [image for image in self.images if image.status == "failed"]
 
-    def finish(self) -> CopyReport:
+    def finish(self) -> Self:
         self.finished_at = _now()
         return self
 

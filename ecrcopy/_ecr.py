@@ -1,0 +1,289 @@
+"""Amazon ECR as a source: the control plane through boto3, credentials for the data plane.
+
+Only these IAM actions are ever called (see ``docs/iam-policy.json``)::
+
+    ecr:GetAuthorizationToken  ecr:BatchCheckLayerAvailability  ecr:GetDownloadUrlForLayer
+    ecr:DescribeRepositories   ecr:ListImages                   ecr:DescribeImages
+    ecr:BatchGetImage
+
+A botocore hook refuses any other operation before it is sent. Data-plane requests (``/v2/``)
+use Basic ``AWS:<password>`` from ``GetAuthorizationToken``; the password is renewed before its
+``expiresAt`` and after a 401.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from ._credentials import Credentials
+from ._exceptions import AuthenticationError, ConfigurationError, Denied, EcrcopyError, NotFound, RegistryUnavailable
+from ._plan import EcrImage, EcrRepository
+
+__all__ = ["ALLOWED_ACTIONS", "EcrApi", "EcrCredentials", "EcrSource"]
+
+log = logging.getLogger("ecrcopy")
+
+#: The read-only IAM actions ecrcopy needs; nothing else is ever called.
+ALLOWED_ACTIONS = frozenset(
+    {
+        "GetAuthorizationToken",
+        "BatchCheckLayerAvailability",
+        "GetDownloadUrlForLayer",
+        "DescribeRepositories",
+        "ListImages",
+        "DescribeImages",
+        "BatchGetImage",
+    }
+)
+
+_AUTH_CODES = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "InvalidClientTokenId",
+        "ExpiredTokenException",
+        "ExpiredToken",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+        "AuthFailure",
+    }
+)
+
+
+class EcrSource(BaseModel):
+    """Where the images come from. Unset fields fall back to boto3's own configuration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    region: str | None = Field(None, description="AWS region (else AWS_DEFAULT_REGION / AWS_REGION / profile)")
+    registry_id: str | None = Field(None, description="AWS account id of the registry (else from the auth token)")
+    registry_url: str | None = Field(
+        None,
+        description="data-plane URL override (VPC endpoint, tests); default https://<id>.dkr.ecr.<region>.amazonaws.com",
+    )
+    profile: str | None = Field(None, description="AWS profile name (else AWS_PROFILE / default chain)")
+    endpoint_url: str | None = Field(
+        None, description="ECR API endpoint override (boto3 also reads AWS_ENDPOINT_URL_ECR)"
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> EcrSource:
+        """``AWS_DEFAULT_REGION``/``AWS_REGION``, ``AWS_ACCOUNT_ID``, ``ECRCOPY_SOURCE_REGISTRY_URL``; kwargs win."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {
+            "region": env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or None,
+            "registry_id": env.get("AWS_ACCOUNT_ID") or None,
+            "registry_url": env.get("ECRCOPY_SOURCE_REGISTRY_URL") or None,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)
+
+
+def _known_regions(session: Any) -> set[str]:
+    regions: set[str] = set()
+    for partition in session.get_available_partitions():
+        regions.update(session.get_available_regions("ecr", partition_name=partition))
+    return regions
+
+
+class EcrApi:
+    """A boto3 ECR client limited to the read-only actions, with clear errors. Blocking: call from a thread."""
+
+    def __init__(self, source: EcrSource) -> None:
+        import boto3
+        import botocore.config
+        import botocore.exceptions
+
+        self.source = source
+        self.calls: list[str] = []
+        try:
+            session = boto3.Session(profile_name=source.profile, region_name=source.region)
+        except botocore.exceptions.ProfileNotFound as exc:
+            raise ConfigurationError(str(exc)) from None
+        region = session.region_name
+        if not region:
+            raise ConfigurationError("no AWS region: set AWS_DEFAULT_REGION (or --region)")
+        known = _known_regions(session)
+        if known and region not in known:
+            raise ConfigurationError(f"unknown AWS region {region!r} (ECR is not offered there)")
+        self.region = region
+        config = botocore.config.Config(
+            retries={"mode": "adaptive", "max_attempts": 10},
+            user_agent_extra="ecrcopy",
+            connect_timeout=20,
+            read_timeout=60,
+        )
+        self._client = session.client("ecr", config=config, endpoint_url=source.endpoint_url)
+        self._client.meta.events.register("before-call.ecr", self._guard)
+
+    def _guard(self, model: Any, **_: Any) -> None:
+        name = str(model.name)
+        if name not in ALLOWED_ACTIONS:
+            raise ConfigurationError(f"ecrcopy refuses to call ecr:{name}: it is outside the read-only policy")
+        self.calls.append(name)
+
+    def _call(self, what: str, func: Callable[[], Any]) -> Any:
+        import botocore.exceptions
+
+        try:
+            return func()
+        except botocore.exceptions.NoCredentialsError:
+            raise AuthenticationError(
+                "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or a role"
+            ) from None
+        except botocore.exceptions.ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            message = " ".join(str(error.get("Message", "")).split())
+            if code in _AUTH_CODES:
+                raise AuthenticationError(f"AWS rejected the credentials ({code}) during {what}: {message}") from None
+            if code in ("AccessDeniedException", "AccessDenied"):
+                raise AuthenticationError(f"{what}: access denied ({message}); see docs/iam-policy.json") from None
+            if code == "RepositoryNotFoundException":
+                raise NotFound(f"{what}: {message}", code=code) from None
+            raise Denied(f"{what}: {code}: {message}", code=code) from None
+        except botocore.exceptions.EndpointConnectionError as exc:
+            raise RegistryUnavailable(f"cannot reach the ECR API: {exc}") from None
+        except (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError) as exc:
+            raise RegistryUnavailable(f"ECR API timed out during {what}: {exc.__class__.__name__}") from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise ConfigurationError(f"{what}: {exc}") from None
+
+    def authorization(self) -> tuple[Credentials, float, str]:
+        """``(credentials, expires_at epoch, proxy endpoint)`` from GetAuthorizationToken."""
+        kwargs = {"registryIds": [self.source.registry_id]} if self.source.registry_id else {}
+        reply = self._call("GetAuthorizationToken", lambda: self._client.get_authorization_token(**kwargs))
+        data = (reply.get("authorizationData") or [None])[0]
+        if not data:
+            raise AuthenticationError("GetAuthorizationToken returned no authorization data")
+        try:
+            user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError, KeyError):
+            raise AuthenticationError("GetAuthorizationToken returned an unreadable token") from None
+        expires = data.get("expiresAt")
+        expires_at = expires.timestamp() if isinstance(expires, datetime) else time.time() + 12 * 3600
+        return Credentials(user, SecretStr(password)), expires_at, str(data.get("proxyEndpoint") or "")
+
+    def repositories(self) -> list[str]:
+        kwargs = {"registryId": self.source.registry_id} if self.source.registry_id else {}
+        paginator = self._client.get_paginator("describe_repositories")
+
+        def run() -> list[str]:
+            return [r["repositoryName"] for page in paginator.paginate(**kwargs) for r in page["repositories"]]
+
+        return list(self._call("DescribeRepositories", run))
+
+    def images(self, repository: str) -> EcrRepository:
+        kwargs: dict[str, Any] = {"repositoryName": repository, "filter": {"tagStatus": "ANY"}}
+        if self.source.registry_id:
+            kwargs["registryId"] = self.source.registry_id
+        paginator = self._client.get_paginator("describe_images")
+
+        def run() -> list[dict[str, Any]]:
+            return [
+                d
+                for page in paginator.paginate(**kwargs, PaginationConfig={"PageSize": 1000})
+                for d in page["imageDetails"]
+            ]
+
+        details = self._call(f"DescribeImages {repository}", run)
+        images = []
+        for d in details:
+            pushed = d.get("imagePushedAt")
+            images.append(
+                EcrImage(
+                    digest=d["imageDigest"],
+                    tags=tuple(d.get("imageTags") or ()),
+                    size=d.get("imageSizeInBytes"),
+                    pushed_at=pushed if isinstance(pushed, datetime) else None,
+                    media_type=d.get("imageManifestMediaType"),
+                    artifact_media_type=d.get("artifactMediaType"),
+                    subject_digest=d.get("subjectManifestDigest"),
+                )
+            )
+        return EcrRepository(repository, tuple(images))
+
+    def data_plane_url(self, proxy_endpoint: str | None = None) -> str:
+        if self.source.registry_url:
+            return self.source.registry_url.rstrip("/")
+        if self.source.registry_id:
+            return f"https://{self.source.registry_id}.dkr.ecr.{self.region}.amazonaws.com"
+        if proxy_endpoint:
+            return proxy_endpoint.rstrip("/")
+        raise ConfigurationError("cannot tell the ECR registry: set AWS_ACCOUNT_ID or --registry-id")
+
+
+async def inventory(api: EcrApi, *, concurrency: int = 8) -> list[EcrRepository]:
+    """Every repository and image, DescribeImages for several repositories at a time."""
+    names = await anyio.to_thread.run_sync(api.repositories)
+    limiter = anyio.CapacityLimiter(concurrency)
+    results: dict[str, EcrRepository] = {}
+    errors: list[EcrcopyError] = []
+
+    async def one(name: str) -> None:
+        try:
+            results[name] = await anyio.to_thread.run_sync(api.images, name, limiter=limiter)
+        except NotFound:
+            log.warning("repository %s disappeared during enumeration", name)
+        except EcrcopyError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for name in names:
+            tg.start_soon(one, name)
+    if errors:
+        raise errors[0]
+    return [results[n] for n in names if n in results]
+
+
+class EcrCredentials:
+    """A credential provider handing out ECR's ``AWS:<password>``, renewed before ``expiresAt``."""
+
+    def __init__(self, api: EcrApi, *, margin: float = 1800.0) -> None:
+        self._api = api
+        self._margin = margin
+        self._lock = anyio.Lock()
+        self._cached: Credentials | None = None
+        self._expires_at = 0.0
+        self._issued_at = 0.0
+        self.proxy_endpoint: str | None = None
+        self.fetches = 0
+
+    async def get(self, host: str) -> Credentials | None:
+        async with self._lock:
+            now = time.time()
+            lifetime = self._expires_at - self._issued_at
+            margin = min(self._margin, lifetime * 0.2)
+            if self._cached is None or now >= self._expires_at - margin:
+                creds, expires_at, endpoint = await anyio.to_thread.run_sync(self._api.authorization)
+                self._cached, self._expires_at, self._issued_at = creds, expires_at, now
+                self.proxy_endpoint = endpoint or self.proxy_endpoint
+                self.fetches += 1
+                log.debug("ECR authorization token renewed; valid for %.0fs", expires_at - now)
+            return self._cached
+
+    def invalidate(self, host: str) -> None:
+        self._cached = None
+
+    def __repr__(self) -> str:
+        return f"EcrCredentials(region={self._api.region!r})"
+
+
+def host_of(url: str) -> tuple[str, str]:
+    """``(scheme, host[:port])`` of a registry URL."""
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(f"invalid registry URL {url!r}")
+    return parts.scheme, parts.netloc

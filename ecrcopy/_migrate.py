@@ -1,0 +1,131 @@
+"""ECR → GitLab migration: enumerate, plan, check, copy, report."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import anyio
+from pydantic import Field
+
+from ._client import RegistryClient, push_scope
+from ._credentials import CredentialProvider, as_provider
+from ._ecr import EcrApi, EcrCredentials, EcrSource, host_of, inventory
+from ._exceptions import ConfigurationError, EcrcopyError, InvalidReference
+from ._gitlab import GitLabDestination
+from ._plan import MigrationOptions, Plan, PlanSummary, build_plan
+from ._reference import Reference, is_loopback_host
+from ._report import CopyReport, ImageResult
+
+if TYPE_CHECKING:
+    from ._copier import Copier
+
+__all__ = ["MigrationReport", "run_migration"]
+
+log = logging.getLogger("ecrcopy")
+
+
+class MigrationReport(CopyReport):
+    """A :class:`CopyReport` plus the plan it carried out."""
+
+    plan: PlanSummary = Field(default_factory=PlanSummary)
+
+
+async def run_migration(
+    copier: Copier, source: EcrSource, destination: GitLabDestination, options: MigrationOptions
+) -> MigrationReport:
+    report = MigrationReport()
+    prefix = destination.prefix()
+    api = await anyio.to_thread.run_sync(EcrApi, source)
+    ecr_credentials = EcrCredentials(api)
+    await ecr_credentials.get("")  # proves the AWS credentials before anything else
+    scheme, src_host = host_of(api.data_plane_url(ecr_credentials.proxy_endpoint))
+    if scheme == "http" and src_host not in copier.options.insecure_registries and not is_loopback_host(src_host):
+        raise ConfigurationError(f"refusing plain http to {src_host}: list it as an insecure registry")
+    src_client = copier.client(src_host, role="source", credentials=ecr_credentials, scheme=scheme)
+    dst_client = copier.client(prefix.api_host, role="destination", credentials=_provider(destination), scheme=None)
+    # fail fast on rejected destination credentials, before any enumeration or write
+    await dst_client.auth.headers(frozenset({push_scope(prefix.repository)}))
+    await src_client.auth.ping()
+
+    repositories = await inventory(api)
+    plan = build_plan(repositories, options)
+    pairs = _pairs(plan, src_host, prefix)
+    report.plan = plan.summary
+    log.info(
+        "plan: %d repositories, %d tags, %d bytes estimated (shard %s)",
+        plan.summary.repositories,
+        plan.summary.tags,
+        plan.summary.estimated_bytes,
+        plan.summary.shard,
+    )
+    if options.dry_run:
+        report.images.extend(await _dry_run(copier, dst_client, plan, pairs))
+    else:
+        report.images.extend(await copier.copy_pairs(pairs))
+    report.images.extend(
+        ImageResult(
+            source=f"{src_host}/{s.repository}:{s.tag}",
+            destination=f"{prefix}/{plan.destinations[s.repository]}",
+            digest=s.digest,
+            status="skipped",
+            reason=s.reason,
+            error="ECR tag is not a valid OCI tag (at most 128 of [A-Za-z0-9_.-], not starting with . or -)",
+        )
+        for s in plan.skipped
+    )
+    return report.finish()
+
+
+def _provider(destination: GitLabDestination) -> CredentialProvider:
+    return as_provider(destination.credentials())
+
+
+def _pairs(plan: Plan, src_host: str, prefix: Reference) -> list[tuple[Reference, Reference]]:
+    pairs = []
+    for image in plan.images:
+        try:
+            src = Reference(src_host, image.repository, image.tag, image.digest)
+            dst = Reference(prefix.registry, f"{prefix.repository}/{image.destination}", image.tag)
+        except InvalidReference as exc:
+            raise ConfigurationError(f"{image.repository}:{image.tag}: {exc}") from None
+        pairs.append((src, dst))
+    return pairs
+
+
+async def _dry_run(
+    copier: Copier, dst_client: RegistryClient, plan: Plan, pairs: list[tuple[Reference, Reference]]
+) -> list[ImageResult]:
+    """HEAD every destination tag: what is already there, what would be copied, what conflicts."""
+    results: list[ImageResult] = []
+    limiter = anyio.CapacityLimiter(copier.options.connections_per_host)
+    present_bytes = 0
+
+    async def one(image_index: int) -> None:
+        nonlocal present_bytes
+        src, dst = pairs[image_index]
+        planned = plan.images[image_index]
+        result = ImageResult(source=str(src), destination=str(dst), digest=src.digest, status="planned")
+        async with limiter:
+            try:
+                assert dst.tag is not None
+                existing = await dst_client.head_manifest(dst.repository, dst.tag)
+            except EcrcopyError as exc:
+                if exc.fatal:
+                    raise
+                result.reason, result.error = exc.reason, str(exc)
+                existing = None
+        if existing is not None and existing.digest == src.digest:
+            result.status, result.reason = "skipped", "up-to-date"
+            present_bytes += planned.size or 0
+        elif existing is not None:
+            result.reason = "conflict"
+            result.error = f"{dst} holds {existing.digest}; the plan would {copier.options.on_conflict} it"
+        results.append(result)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(pairs)):
+            tg.start_soon(one, i)
+    plan.summary.already_present_bytes = present_bytes
+    order = {str(src): i for i, (src, _) in enumerate(pairs)}
+    return sorted(results, key=lambda r: order[r.source])

@@ -1,0 +1,319 @@
+"""Migration planning: filters, name mapping, validation and sharding. No I/O.
+
+Input is the ECR inventory (repositories with their images' tags, digests, sizes and push dates);
+output is a :class:`Plan` — every (repository, tag) to copy and where to, plus what was left out
+and why. Everything here is deterministic, so every CI shard computes the same plan on its own.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ._exceptions import ConfigurationError
+from ._reference import is_valid_repository, is_valid_tag
+
+__all__ = [
+    "EcrImage",
+    "EcrRepository",
+    "MigrationOptions",
+    "Plan",
+    "PlanSummary",
+    "PlannedImage",
+    "Shard",
+    "SkippedTag",
+    "build_plan",
+    "default_destination_name",
+    "map_repository_name",
+    "parse_shard",
+    "shard_repositories",
+]
+
+
+@dataclass(frozen=True)
+class EcrImage:
+    """One image of an ECR repository, as DescribeImages tells it."""
+
+    digest: str
+    tags: tuple[str, ...] = ()
+    size: int | None = None
+    pushed_at: datetime | None = None
+    media_type: str | None = None
+    artifact_media_type: str | None = None
+    subject_digest: str | None = None
+
+
+@dataclass(frozen=True)
+class EcrRepository:
+    name: str
+    images: tuple[EcrImage, ...] = ()
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` (1-based) of ``total``."""
+
+    index: int = 1
+    total: int = 1
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.index <= self.total):
+            raise ConfigurationError(f"shard {self.index}/{self.total}: need 1 <= I <= N")
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.total}"
+
+
+def parse_shard(text: str) -> Shard:
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None:
+        raise ConfigurationError(f"shard {text!r}: use I/N, for example 2/4")
+    return Shard(int(match[1]), int(match[2]))
+
+
+_TEMPLATE_FIELDS = ("repo", "repo_flat", "name", "namespace", "namespace_flat", "first")
+
+
+class MigrationOptions(BaseModel):
+    """What to migrate and where: filters, naming, sharding."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    include: tuple[str, ...] = Field((), description="regexes; a repository must fully match one (none: all)")
+    exclude: tuple[str, ...] = Field((), description="regexes; a repository fully matching one is left out")
+    tag_pattern: str | None = Field(None, description="regex a tag must fully match")
+    newest: int | None = Field(None, ge=1, description="per repository, only the N most recently pushed images")
+    pushed_since: datetime | None = Field(None, description="only images pushed at or after this time")
+    name_template: str | None = Field(
+        None, description="destination path below the prefix, e.g. '{repo_flat}' or 'mirror/{name}'"
+    )
+    mapping: dict[str, str] = Field(default_factory=dict, description="explicit ECR repository -> destination path")
+    max_depth: int = Field(2, ge=1, description="path levels allowed below the project (GitLab: 2)")
+    shard: Shard = Field(default_factory=Shard)
+    dry_run: bool = False
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _valid_regexes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            _compile(pattern, "repository filter")
+        return value
+
+    @field_validator("tag_pattern")
+    @classmethod
+    def _valid_tag_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            _compile(value, "tag pattern")
+        return value
+
+    @field_validator("pushed_since")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    @field_validator("name_template")
+    @classmethod
+    def _valid_template(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        for _, name, spec, conv in string.Formatter().parse(value):
+            if name is not None and (name not in _TEMPLATE_FIELDS or spec or conv):
+                raise ValueError(f"unknown placeholder {{{name}}}; use one of " + ", ".join(_TEMPLATE_FIELDS))
+        return value
+
+
+def _compile(pattern: str, what: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ConfigurationError(f"invalid {what} {pattern!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    repository: str  # ECR repository
+    tag: str
+    digest: str
+    destination: str  # path below the destination prefix
+    size: int | None = None
+    pushed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SkippedTag:
+    repository: str
+    tag: str
+    digest: str
+    reason: str
+
+
+class PlanSummary(BaseModel):
+    """The plan in numbers, stored in the report."""
+
+    repositories: int = 0
+    repositories_total: int = 0
+    repositories_excluded: int = 0
+    images: int = 0
+    tags: int = 0
+    untagged: int = 0
+    tags_filtered: int = 0
+    tags_invalid: int = 0
+    estimated_bytes: int = 0
+    already_present_bytes: int | None = Field(None, description="dry run: bytes of tags already at the destination")
+    shard: str = "1/1"
+    destinations: dict[str, str] = Field(default_factory=dict, description="ECR repository -> destination path")
+
+
+@dataclass
+class Plan:
+    images: list[PlannedImage] = field(default_factory=list)
+    skipped: list[SkippedTag] = field(default_factory=list)
+    destinations: dict[str, str] = field(default_factory=dict)
+    summary: PlanSummary = field(default_factory=PlanSummary)
+
+
+def default_destination_name(repository: str, max_depth: int = 2) -> str:
+    """Keep names up to ``max_depth`` levels; join the deeper levels with ``-``.
+
+    ``team/backend/api`` → ``team/backend-api``; ``a/b/c/d`` → ``a/b-c-d``; ``app`` → ``app``.
+    """
+    parts = repository.split("/")
+    if len(parts) <= max_depth:
+        return repository
+    return "/".join([*parts[: max_depth - 1], "-".join(parts[max_depth - 1 :])])
+
+
+def map_repository_name(
+    repository: str, *, template: str | None = None, mapping: Mapping[str, str] | None = None, max_depth: int = 2
+) -> str:
+    """Destination path (below the prefix) of an ECR repository: mapping, else template, else default."""
+    if mapping and repository in mapping:
+        return mapping[repository].strip("/")
+    if template is not None:
+        parts = repository.split("/")
+        namespace = "/".join(parts[:-1])
+        values = {
+            "repo": repository,
+            "repo_flat": repository.replace("/", "-"),
+            "name": parts[-1],
+            "namespace": namespace,
+            "namespace_flat": namespace.replace("/", "-"),
+            "first": parts[0],
+        }
+        return re.sub(r"/+", "/", template.format_map(values)).strip("/")
+    return default_destination_name(repository, max_depth)
+
+
+def _repository_selected(name: str, include: Sequence[re.Pattern[str]], exclude: Sequence[re.Pattern[str]]) -> bool:
+    if include and not any(p.fullmatch(name) for p in include):
+        return False
+    return not any(p.fullmatch(name) for p in exclude)
+
+
+def shard_repositories(weights: Mapping[str, int], total: int) -> list[list[str]]:
+    """Deterministic partition of repositories into ``total`` shards, balanced by weight (bytes).
+
+    Largest first onto the lightest shard (ties: fewer repositories, then lower index), so no shard
+    stays empty while another holds two or more repositories.
+    """
+    shards: list[list[str]] = [[] for _ in range(total)]
+    loads = [0] * total
+    for name in sorted(weights, key=lambda n: (-weights[n], n)):
+        target = min(range(total), key=lambda i: (loads[i], len(shards[i]), i))
+        shards[target].append(name)
+        loads[target] += weights[name]
+    return shards
+
+
+def build_plan(repositories: Iterable[EcrRepository], options: MigrationOptions) -> Plan:
+    """Select, name and validate; raise :class:`ConfigurationError` for collisions or invalid names."""
+    include = [_compile(p, "repository filter") for p in options.include]
+    exclude = [_compile(p, "repository filter") for p in options.exclude]
+    tag_re = _compile(options.tag_pattern, "tag pattern") if options.tag_pattern else None
+    summary = PlanSummary(shard=str(options.shard))
+    all_repos = sorted(repositories, key=lambda r: r.name)
+    summary.repositories_total = len(all_repos)
+    selected = [r for r in all_repos if _repository_selected(r.name, include, exclude)]
+    summary.repositories_excluded = len(all_repos) - len(selected)
+
+    # names: every selected repository, before sharding, so a collision is caught by every shard
+    destinations: dict[str, str] = {}
+    by_destination: dict[str, list[str]] = {}
+    problems: list[str] = []
+    for repo in selected:
+        dest = map_repository_name(
+            repo.name, template=options.name_template, mapping=options.mapping, max_depth=options.max_depth
+        )
+        destinations[repo.name] = dest
+        by_destination.setdefault(dest, []).append(repo.name)
+        if not dest or not is_valid_repository(dest):
+            problems.append(f"{repo.name} -> {dest!r} is not a valid repository path")
+        elif dest.count("/") + 1 > options.max_depth:
+            problems.append(f"{repo.name} -> {dest} is {dest.count('/') + 1} levels deep; at most {options.max_depth}")
+    for dest, sources in sorted(by_destination.items()):
+        if len(sources) > 1:
+            problems.append(f"{', '.join(sources)} all map to {dest}")
+    if problems:
+        raise ConfigurationError(
+            "invalid name mapping: " + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
+        )
+
+    per_repo: dict[str, list[PlannedImage]] = {}
+    skipped: list[SkippedTag] = []
+    for repo in selected:
+        tagged = [i for i in repo.images if i.tags]
+        summary.untagged += len(repo.images) - len(tagged)
+        if options.pushed_since is not None:
+            since = options.pushed_since
+            kept = [i for i in tagged if i.pushed_at is not None and i.pushed_at >= since]
+            summary.tags_filtered += sum(len(i.tags) for i in tagged if i not in kept)
+            tagged = kept
+        if options.newest is not None:
+            ordered = sorted(
+                tagged,
+                key=lambda i: (i.pushed_at or datetime.min.replace(tzinfo=UTC), i.digest),
+                reverse=True,
+            )
+            summary.tags_filtered += sum(len(i.tags) for i in ordered[options.newest :])
+            tagged = ordered[: options.newest]
+        planned: list[PlannedImage] = []
+        for image in tagged:
+            for tag in sorted(image.tags):
+                if not is_valid_tag(tag):
+                    skipped.append(SkippedTag(repo.name, tag, image.digest, "invalid_tag"))
+                    continue
+                if tag_re is not None and not tag_re.fullmatch(tag):
+                    summary.tags_filtered += 1
+                    continue
+                planned.append(
+                    PlannedImage(repo.name, tag, image.digest, destinations[repo.name], image.size, image.pushed_at)
+                )
+        per_repo[repo.name] = sorted(planned, key=lambda p: p.tag)
+
+    weights = {name: _estimated_bytes(images) for name, images in per_repo.items()}
+    shards = shard_repositories(weights, options.shard.total)
+    mine = set(shards[options.shard.index - 1])
+    plan = Plan(destinations={n: d for n, d in destinations.items() if n in mine})
+    for name in sorted(mine):
+        plan.images.extend(per_repo[name])
+    plan.skipped = [s for s in skipped if s.repository in mine]
+    summary.repositories = len(mine)
+    summary.images = len({(p.repository, p.digest) for p in plan.images})
+    summary.tags = len(plan.images)
+    summary.tags_invalid = len(plan.skipped)
+    summary.estimated_bytes = sum(weights[n] for n in mine)
+    summary.destinations = dict(sorted(plan.destinations.items()))
+    plan.summary = summary
+    return plan
+
+
+def _estimated_bytes(images: Sequence[PlannedImage]) -> int:
+    """Bytes to move for a repository: each distinct image once (ECR sizes; an index counts its largest child)."""
+    return sum({p.digest: p.size or 0 for p in images}.values())
