@@ -8,7 +8,7 @@ Blocking helpers for scripts::
 and :class:`Copier` for async code that copies many things with shared connections and caches.
 """
 
-from ._api import copy_image, copy_repository
+from ._api import copy_image, copy_repository, migrate
 from ._copier import Copier
 from ._credentials import (
     CredentialProvider,
@@ -16,6 +16,7 @@ from ._credentials import (
     DockerConfigCredentials,
     StaticCredentials,
 )
+from ._ecr import ALLOWED_ACTIONS, EcrSource
 from ._exceptions import (
     AuthenticationError,
     ConfigurationError,
@@ -33,14 +34,18 @@ from ._exceptions import (
     UnsupportedManifest,
     WrongContextError,
 )
+from ._gitlab import GitLabDestination
+from ._migrate import MigrationReport
 from ._models import Descriptor, ImageIndex, ImageManifest, Manifest, Platform
 from ._options import CopyOptions
+from ._plan import MigrationOptions, PlanSummary, Shard
 from ._reference import Reference, parse_reference
 from ._report import CopyReport, ImageResult, ProgressEvent, Totals
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "ALLOWED_ACTIONS",
     "AuthenticationError",
     "ConfigurationError",
     "Copier",
@@ -52,13 +57,18 @@ __all__ = [
     "Descriptor",
     "DigestMismatch",
     "DockerConfigCredentials",
+    "EcrSource",
     "EcrcopyError",
+    "GitLabDestination",
     "ImageIndex",
     "ImageManifest",
     "ImageResult",
     "InvalidReference",
     "Manifest",
+    "MigrationOptions",
+    "MigrationReport",
     "NotFound",
+    "PlanSummary",
     "Platform",
     "ProgressEvent",
     "RateLimited",
@@ -66,6 +76,7 @@ __all__ = [
     "RegistryError",
     "RegistryServerError",
     "RegistryUnavailable",
+    "Shard",
     "StaticCredentials",
     "TagConflict",
     "Totals",
@@ -75,5 +86,6 @@ __all__ = [
     "__version__",
     "copy_image",
     "copy_repository",
+    "migrate",
     "parse_reference",
 ]

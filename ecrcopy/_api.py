@@ -11,11 +11,15 @@ import sniffio
 
 from ._copier import Copier
 from ._credentials import CredentialsLike
+from ._ecr import EcrSource
 from ._exceptions import WrongContextError
+from ._gitlab import GitLabDestination
+from ._migrate import MigrationReport
 from ._options import CopyOptions
+from ._plan import MigrationOptions
 from ._report import CopyReport, EventCallback
 
-__all__ = ["copy_image", "copy_repository", "run_blocking"]
+__all__ = ["copy_image", "copy_repository", "migrate", "run_blocking"]
 
 T = TypeVar("T")
 
@@ -88,3 +92,20 @@ def copy_repository(
             )
 
     return run_blocking("copy_repository", run)
+
+
+def migrate(
+    source: EcrSource | None = None,
+    destination: GitLabDestination | None = None,
+    options: MigrationOptions | None = None,
+    *,
+    copy_options: CopyOptions | None = None,
+    on_event: EventCallback | None = None,
+) -> MigrationReport:
+    """Migrate ECR to GitLab; every argument defaults from the environment. See :meth:`Copier.migrate`."""
+
+    async def run() -> MigrationReport:
+        async with Copier(copy_options, on_event=on_event) as copier:
+            return await copier.migrate(source, destination, options)
+
+    return run_blocking("migrate", run)

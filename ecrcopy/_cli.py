@@ -7,14 +7,17 @@ error (one line on stderr; ``--debug`` adds the traceback), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn, TextIO
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -24,15 +27,21 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
     TransferSpeedColumn,
 )
 
 from . import __version__
 from ._api import run_blocking
 from ._copier import Copier
-from ._credentials import CredentialsLike, parse_user_pass
+from ._credentials import Credentials, CredentialsLike, parse_user_pass
+from ._ecr import EcrSource
 from ._exceptions import ConfigurationError, EcrcopyError
+from ._gitlab import GitLabDestination
+from ._junit import junit_xml
+from ._migrate import MigrationReport
 from ._options import CopyOptions
+from ._plan import MigrationOptions, Shard, parse_shard
 from ._report import CopyReport, ImageResult, ProgressEvent
 
 __all__ = ["main"]
@@ -87,6 +96,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="destination credentials (better: ECRCOPY_DEST_CREDS, or Docker's config.json)",
     )
     add_common_options(copy)
+
+    migrate = sub.add_parser(
+        "migrate",
+        help="copy every ECR repository and tag to GitLab's registry",
+        description=(
+            "Copy every repository and tag of an Amazon ECR registry to $CI_REGISTRY_IMAGE/<repository>. "
+            "In GitLab CI it needs no flags: AWS_* and CI_REGISTRY* variables configure it."
+        ),
+    )
+    src = migrate.add_argument_group("source (Amazon ECR)")
+    src.add_argument("--region", help="AWS region (default: AWS_DEFAULT_REGION / AWS_REGION)")
+    src.add_argument("--registry-id", metavar="ACCOUNT", help="registry account id (default: AWS_ACCOUNT_ID)")
+    src.add_argument("--profile", help="AWS profile (default: AWS_PROFILE or the standard chain)")
+    src.add_argument(
+        "--source-registry-url",
+        metavar="URL",
+        help="ECR data-plane URL override, e.g. a VPC endpoint (default: ECRCOPY_SOURCE_REGISTRY_URL)",
+    )
+    dst = migrate.add_argument_group("destination (GitLab)")
+    dst.add_argument("--to", metavar="PREFIX", help="destination prefix (default: CI_REGISTRY_IMAGE)")
+    dst.add_argument(
+        "--dest-creds",
+        metavar="USER:PASS",
+        help="(better: ECRCOPY_DEST_CREDS; default CI_REGISTRY_USER/CI_REGISTRY_PASSWORD or CI_JOB_TOKEN)",
+    )
+    dst.add_argument("--name-template", metavar="T", help="destination path, e.g. '{repo_flat}' (see docs)")
+    dst.add_argument("--mapping-file", type=Path, metavar="PATH", help="JSON object or 'ecr-name dest-path' lines")
+    sel = migrate.add_argument_group("selection")
+    sel.add_argument("--include", action="append", default=[], metavar="REGEX", help="repositories to copy")
+    sel.add_argument("--exclude", action="append", default=[], metavar="REGEX", help="repositories to leave out")
+    sel.add_argument("--tags", dest="tag_pattern", metavar="REGEX", help="copy tags matching REGEX in full")
+    sel.add_argument("--newest", type=int, metavar="N", help="per repository, the N most recently pushed images")
+    sel.add_argument("--pushed-since", metavar="DATE", help="images pushed at or after DATE (ISO 8601)")
+    sel.add_argument("--shard", metavar="I/N", help="this job's share (default: CI_NODE_INDEX/CI_NODE_TOTAL)")
+    migrate.add_argument("--junit", type=Path, metavar="PATH", help="write a JUnit XML report here")
+    add_common_options(migrate)
     return parser
 
 
@@ -134,6 +179,7 @@ class Reporter:
         self._progress: Progress | None = None
         self._images: TaskID | None = None
         self._bytes: TaskID | None = None
+        self.planned = 0
         self.started = 0
         self.finished = 0
 
@@ -146,6 +192,7 @@ class Reporter:
                 DownloadColumn(),
                 TransferSpeedColumn(),
                 TimeElapsedColumn(),
+                TimeRemainingColumn(),
                 console=Console(file=self.out),
                 transient=True,
             )
@@ -160,7 +207,9 @@ class Reporter:
             self._progress.stop()
 
     def on_event(self, event: ProgressEvent) -> None:
-        if event.kind == "image_started":
+        if event.kind == "images_planned":
+            self.planned += event.total
+        elif event.kind == "image_started":
             self.started += 1
         elif event.kind == "image_finished" and event.result is not None:
             self.finished += 1
@@ -171,7 +220,7 @@ class Reporter:
         if event.kind == "bytes_uploaded":
             progress.update(self._bytes, advance=event.bytes)
         else:
-            progress.update(self._images, total=self.started, completed=self.finished)
+            progress.update(self._images, total=max(self.started, self.planned), completed=self.finished)
 
     def line(self, r: ImageResult) -> None:
         if self.quiet:
@@ -204,13 +253,7 @@ class Reporter:
 
 
 def write_report(path: Path, report: CopyReport) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(report.model_dump_json(indent=2) + "\n")
-        tmp.replace(path)
-    except OSError as exc:
-        raise ConfigurationError(f"cannot write report {path}: {exc.strerror or exc}") from None
+    write_text(path, report.model_dump_json(indent=2) + "\n")
 
 
 def _cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
@@ -234,7 +277,148 @@ def _cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {"copy": _cmd_copy}
+def read_mapping_file(path: Path) -> dict[str, str]:
+    """A JSON object ``{"ecr/name": "dest/path"}`` or lines ``ecr/name dest/path`` (``#`` comments)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read mapping file {path}: {exc.strerror or exc}") from None
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigurationError(f"mapping file {path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+            raise ConfigurationError(f"mapping file {path} must map repository names to paths")
+        return dict(data)
+    mapping: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise ConfigurationError(f"{path}:{number}: expected 'ecr-repository destination-path'")
+        mapping[parts[0]] = parts[1]
+    return mapping
+
+
+def _parse_date(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigurationError(f"--pushed-since {text!r}: use an ISO 8601 date such as 2026-01-31") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def migration_options_from(args: argparse.Namespace, env: Mapping[str, str]) -> MigrationOptions:
+    shard_text = args.shard
+    if shard_text is None and env.get("CI_NODE_TOTAL"):
+        shard_text = f"{env.get('CI_NODE_INDEX', '1')}/{env['CI_NODE_TOTAL']}"
+    values: dict[str, object] = {
+        "include": tuple(args.include),
+        "exclude": tuple(args.exclude),
+        "tag_pattern": args.tag_pattern,
+        "newest": args.newest,
+        "pushed_since": _parse_date(args.pushed_since) if args.pushed_since else None,
+        "name_template": args.name_template,
+        "mapping": read_mapping_file(args.mapping_file) if args.mapping_file else {},
+        "shard": parse_shard(shard_text) if shard_text else Shard(),
+        "dry_run": args.dry_run,
+    }
+    if args.newest is not None and args.newest < 1:
+        raise ConfigurationError("--newest must be at least 1")
+    try:
+        return MigrationOptions.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigurationError(f"{first['loc'][0]}: {first['msg']}") from None
+
+
+def _cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
+    env = os.environ
+    options = options_from(args)
+    migration = migration_options_from(args, env)
+    source = EcrSource.from_env(
+        env,
+        region=args.region,
+        registry_id=args.registry_id,
+        registry_url=args.source_registry_url,
+        profile=args.profile,
+    )
+    explicit = credentials_from(args.dest_creds, "ECRCOPY_DEST", "--dest-creds")
+    overrides: dict[str, object] = {"image_prefix": args.to}
+    if isinstance(explicit, tuple):
+        overrides["username"], overrides["password"] = explicit
+    elif isinstance(explicit, Credentials):
+        overrides["username"], overrides["password"] = explicit.username, explicit.password
+    destination = GitLabDestination.from_env(env, **overrides)
+    with Reporter(out, quiet=args.quiet) as reporter:
+
+        async def run() -> MigrationReport:
+            async with Copier(options, on_event=reporter.on_event) as copier:
+                return await copier.migrate(source, destination, migration)
+
+        report = run_blocking("migrate", run)
+    if args.report:
+        write_report(args.report, report)
+    if args.junit:
+        write_text(args.junit, junit_xml(report, suite="ecrcopy migrate"))
+    print_plan(out, report)
+    print_table(out, report)
+    reporter.summary(report)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def print_plan(out: TextIO, report: MigrationReport) -> None:
+    plan = report.plan
+    line = (
+        f"plan (shard {plan.shard}): {plan.repositories} of {plan.repositories_total} repositories, "
+        f"{plan.tags} tags, {plan.images} images, ~{_size(plan.estimated_bytes)} estimated"
+    )
+    if plan.already_present_bytes is not None:
+        line += f", ~{_size(plan.already_present_bytes)} already at the destination"
+    extras = []
+    if plan.untagged:
+        extras.append(f"{plan.untagged} untagged images not copied")
+    if plan.tags_invalid:
+        extras.append(f"{plan.tags_invalid} tags invalid for OCI skipped")
+    if plan.tags_filtered:
+        extras.append(f"{plan.tags_filtered} tags filtered out")
+    if plan.repositories_excluded:
+        extras.append(f"{plan.repositories_excluded} repositories excluded")
+    print(line + (f" ({'; '.join(extras)})" if extras else ""), file=out)
+
+
+def print_table(out: TextIO, report: CopyReport) -> None:
+    """Per destination repository: images by status and bytes uploaded."""
+    rows: dict[str, list[int]] = {}
+    for image in report.images:
+        name = image.destination.split("@")[0]
+        name = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+        row = rows.setdefault(name, [0, 0, 0, 0, 0])
+        index = {"copied": 0, "skipped": 1, "failed": 2, "planned": 3}[image.status]
+        row[index] += 1
+        row[4] += image.bytes_uploaded
+    if not rows:
+        return
+    width = max(len("repository"), *(len(n) for n in rows))
+    print(f"{'repository':<{width}}  copied  skipped  failed  planned  uploaded", file=out)
+    for name, (copied, skipped, failed, planned, uploaded) in sorted(rows.items()):
+        print(f"{name:<{width}}  {copied:>6}  {skipped:>7}  {failed:>6}  {planned:>7}  {_size(uploaded):>8}", file=out)
+
+
+def write_text(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {"copy": _cmd_copy, "migrate": _cmd_migrate}
 
 
 def _configure_logging(debug: bool) -> None:

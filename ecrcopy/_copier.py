@@ -176,6 +176,7 @@ class Copier:
     ) -> list[ImageResult]:
         """Copy many (source, destination) image references concurrently; results in input order."""
         results: list[ImageResult | None] = [None] * len(pairs)
+        emit(self._on_event, ProgressEvent("images_planned", "", "", total=len(pairs)))
 
         async def one(index: int, src: Reference, dst: Reference) -> None:
             src_client = self.client(src.api_host, role="source")

@@ -34,6 +34,7 @@ _HOST_RE = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
     r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
 )
+_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 MAX_NAME_LENGTH = 255
 
 DOCKER_HUB = "docker.io"
@@ -155,7 +156,7 @@ def parse_reference(text: str) -> Reference:
     if not isinstance(text, str) or not text:
         raise InvalidReference("empty image reference")
     original = text
-    if "://" in text:
+    if _URL_RE.match(text):
         raise InvalidReference(f"{original!r}: give a reference such as host/path:tag, not a URL")
     digest: str | None = None
     if "@" in text:

@@ -115,13 +115,14 @@ class CopyReport(BaseModel):
         return merged
 
 
-EventKind = Literal["image_started", "image_finished", "blob_finished", "bytes_uploaded"]
+EventKind = Literal["images_planned", "image_started", "image_finished", "blob_finished", "bytes_uploaded"]
 
 
 @dataclass(frozen=True)
 class ProgressEvent:
     """A progress notification for UIs.
 
+    ``images_planned`` with ``total`` when a batch of images is about to start;
     ``image_started`` / ``image_finished`` (with ``result``) per image; ``blob_finished`` per blob
     with ``outcome`` (``uploaded``, ``mounted`` or ``existing``) and its size in ``bytes``;
     ``bytes_uploaded`` as bytes stream to the destination.
@@ -134,6 +135,7 @@ class ProgressEvent:
     bytes: int = 0
     outcome: str | None = None
     result: ImageResult | None = None
+    total: int = 0
 
 
 EventCallback = Callable[[ProgressEvent], None]
