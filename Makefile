@@ -1,0 +1,28 @@
+# Developer entry points. `make demo` and `make test` set everything up themselves (.ci/setup).
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test lint
+
+PYTHON := .venv/bin/python
+PYTEST_ARGS ?=
+
+help:
+	@echo "make demo    copy images between two throw-away local registries with the real CLI (< 1 min)"
+	@echo "make test    run the test suite (extra pytest arguments: PYTEST_ARGS='-k mount -x')"
+	@echo "make lint    ruff check, ruff format --check, mypy --strict"
+
+setup:
+	@.ci/setup
+
+demo:
+	@.ci/setup
+	$(PYTHON) -m ecrcopy.testing.demo
+
+test:
+	@.ci/setup --test
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+lint:
+	@.ci/setup
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy

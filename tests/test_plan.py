@@ -1,0 +1,127 @@
+"""Planning is pure: filters, naming, collisions and sharding, property-tested."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ecrcopy import ConfigurationError, MigrationOptions, Shard
+from ecrcopy._plan import (
+    EcrImage,
+    EcrRepository,
+    build_plan,
+    default_destination_name,
+    map_repository_name,
+    parse_shard,
+    shard_repositories,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _image(n: int, *tags: str, size: int = 100, days: int = 0) -> EcrImage:
+    return EcrImage(f"sha256:{n:064x}", tuple(tags), size, T0 + timedelta(days=days))
+
+
+def test_default_name_rule_keeps_two_levels() -> None:
+    assert default_destination_name("app") == "app"
+    assert default_destination_name("team/app") == "team/app"
+    assert default_destination_name("team/backend/api") == "team/backend-api"
+    assert default_destination_name("a/b/c/d") == "a/b-c-d"
+
+
+def test_template_and_mapping() -> None:
+    assert map_repository_name("team/backend/api", template="{repo_flat}") == "team-backend-api"
+    assert map_repository_name("team/backend/api", template="mirror/{name}") == "mirror/api"
+    assert map_repository_name("team/backend/api", template="{first}/{name}") == "team/api"
+    assert map_repository_name("x/y", template="{repo}", mapping={"x/y": "/special/"}) == "special"
+    with pytest.raises(ValueError, match="unknown placeholder"):
+        MigrationOptions(name_template="{nope}")
+
+
+def test_collision_and_invalid_names_rejected() -> None:
+    repos = [EcrRepository("a/b/c", (_image(1, "v1"),)), EcrRepository("a/b-c", (_image(2, "v1"),))]
+    with pytest.raises(ConfigurationError, match="a/b-c, a/b/c all map to a/b-c"):
+        build_plan(repos, MigrationOptions())
+    with pytest.raises(ConfigurationError, match="not a valid repository path"):
+        build_plan([EcrRepository("ok", (_image(1, "v1"),))], MigrationOptions(mapping={"ok": "Bad_Name!"}))
+    with pytest.raises(ConfigurationError, match="levels deep"):
+        build_plan([EcrRepository("ok", (_image(1, "v1"),))], MigrationOptions(mapping={"ok": "a/b/c"}))
+
+
+def test_invalid_tags_skipped_untagged_counted() -> None:
+    long_tag = "x" * 200
+    repo = EcrRepository(
+        "svc", (_image(1, "v1", "bad tag!", long_tag), _image(2), _image(3, ".hidden"))
+    )
+    plan = build_plan([repo], MigrationOptions())
+    assert [(p.tag, p.digest) for p in plan.images] == [("v1", f"sha256:{1:064x}")]
+    assert sorted(s.tag for s in plan.skipped) == sorted([".hidden", "bad tag!", long_tag])
+    assert {s.reason for s in plan.skipped} == {"invalid_tag"}
+    assert plan.summary.untagged == 1
+    assert plan.summary.tags_invalid == 3
+
+
+def test_filters() -> None:
+    repos = [
+        EcrRepository("team/a", (_image(1, "v1", days=1), _image(2, "v2", "latest", days=5), _image(3, "dev", days=9))),
+        EcrRepository("team/b", (_image(4, "v1", days=2),)),
+        EcrRepository("other/c", (_image(5, "v1", days=3),)),
+    ]
+    plan = build_plan(repos, MigrationOptions(include=("team/.*",), exclude=("team/b",)))
+    assert {p.repository for p in plan.images} == {"team/a"}
+    assert plan.summary.repositories_excluded == 2
+    newest = build_plan(repos, MigrationOptions(include=("team/a",), newest=2))
+    assert sorted(p.tag for p in newest.images) == ["dev", "latest", "v2"]
+    since = build_plan(repos, MigrationOptions(pushed_since=T0 + timedelta(days=3)))
+    assert sorted((p.repository, p.tag) for p in since.images) == [
+        ("other/c", "v1"),
+        ("team/a", "dev"),
+        ("team/a", "latest"),
+        ("team/a", "v2"),
+    ]
+    tags = build_plan(repos, MigrationOptions(tag_pattern="v[0-9]+"))
+    assert sorted({p.tag for p in tags.images}) == ["v1", "v2"]
+    assert tags.summary.estimated_bytes == 400  # image 2 counted once although it has two tags... only v2 kept
+
+
+def test_parse_shard() -> None:
+    assert parse_shard("2/4") == Shard(2, 4)
+    for bad in ("0/3", "4/3", "x", "1/0"):
+        with pytest.raises(ConfigurationError):
+            parse_shard(bad)
+
+
+weights_strategy = st.dictionaries(
+    st.from_regex(r"[a-z]{1,8}(/[a-z]{1,8})?", fullmatch=True), st.integers(0, 10**9), max_size=40
+)
+
+
+@settings(max_examples=200)
+@given(weights=weights_strategy, total=st.integers(1, 8))
+def test_sharding_properties(weights: dict[str, int], total: int) -> None:
+    shards = shard_repositories(weights, total)
+    assert len(shards) == total
+    flat = [name for shard in shards for name in shard]
+    assert sorted(flat) == sorted(weights)  # disjoint and complete
+    if any(len(s) >= 2 for s in shards):
+        assert all(shards), "a shard is empty while another holds two or more repositories"
+    assert shard_repositories(dict(reversed(list(weights.items()))), total) == shards  # order-independent
+    if weights and total > 1:
+        loads = [sum(weights[n] for n in s) for s in shards]
+        # greedy bound: the heaviest shard exceeds the lightest by at most the largest single repository
+        assert max(loads) - min(loads) <= max(weights.values())
+
+
+@settings(max_examples=50)
+@given(n=st.integers(1, 30), total=st.integers(1, 6))
+def test_plans_of_all_shards_cover_every_image_once(n: int, total: int) -> None:
+    repos = [EcrRepository(f"svc{i}", (_image(i, "v1", size=i * 1000), _image(1000 + i, "v2"))) for i in range(n)]
+    seen: list[tuple[str, str]] = []
+    for index in range(1, total + 1):
+        plan = build_plan(repos, MigrationOptions(shard=Shard(index, total)))
+        seen.extend((p.repository, p.tag) for p in plan.images)
+    assert sorted(seen) == sorted((f"svc{i}", t) for i in range(n) for t in ("v1", "v2"))
