@@ -189,7 +189,13 @@ class RegistryClient:
         while True:
             attempt += 1
             req_headers = dict(headers or {})
-            req_headers.update(await self.auth.headers(scope_set))
+            try:
+                req_headers.update(await self.auth.headers(scope_set))
+            except (RateLimited, RegistryServerError) as exc:  # a flaky token service
+                if attempt < self.options.retries:
+                    await self._backoff(attempt, getattr(exc, "retry_after", None), exc)
+                    continue
+                raise
             request = self.http.build_request(method, url, headers=req_headers, content=content)
             try:
                 response = await self.http.send(request, stream=True)
@@ -232,7 +238,7 @@ class RegistryClient:
         try:
             chunks: list[bytes] = []
             size = 0
-            async for chunk in response.aiter_raw():
+            async for chunk in _raw_chunks(response, 65536):
                 chunks.append(chunk)
                 size += len(chunk)
                 if size > 65536:
@@ -413,7 +419,7 @@ class RegistryClient:
             await response.aclose()
             raise RegistryError(f"GET blob {digest}: too many redirects")
         try:
-            yield _verified(response.aiter_raw(_READ_CHUNK), digest, size)
+            yield _verified(_raw_chunks(response, _READ_CHUNK), digest, size)
         except httpx.TransportError as exc:
             raise TransferError(f"GET blob {digest}: connection broke: {exc.__class__.__name__}") from None
         finally:
@@ -536,6 +542,15 @@ class RegistryClient:
         echoed = response.headers.get("docker-content-digest")
         if echoed and echoed != digest:
             raise DigestMismatch(f"registry stored the blob as {echoed}, expected {digest}")
+
+
+async def _raw_chunks(response: httpx.Response, size: int) -> AsyncIterator[bytes]:
+    """The body as sent (no content decoding); a body already read (a mock transport) in one piece."""
+    if response.is_stream_consumed:
+        yield response.content
+        return
+    async for chunk in response.aiter_raw(size):
+        yield chunk
 
 
 async def _counting(stream: AsyncIterator[bytes], on_progress: Callable[[int], None] | None) -> AsyncIterator[bytes]:

@@ -24,7 +24,7 @@ from . import _mediatypes as mt
 from ._client import RegistryClient
 from ._credentials import CredentialProvider, CredentialsLike, as_provider
 from ._ecr import EcrSource
-from ._exceptions import ConfigurationError, EcrcopyError, TagConflict, UnsupportedManifest
+from ._exceptions import ConfigurationError, EcrcopyError, NotFound, SkippedByPolicy, TagConflict, UnsupportedManifest
 from ._gitlab import GitLabDestination
 from ._migrate import MigrationReport
 from ._models import Manifest
@@ -32,7 +32,7 @@ from ._options import CopyOptions
 from ._plan import MigrationOptions
 from ._reference import Reference, parse_reference
 from ._report import CopyReport, EventCallback, ImageResult, ProgressEvent, emit
-from ._transfer import BlobOutcome, BlobTransferer
+from ._transfer import BlobOutcome, BlobTransferer, SingleFlight
 
 __all__ = ["Copier"]
 
@@ -77,6 +77,7 @@ class Copier:
         self._transport = transport
         self._clients: dict[tuple[str, str], RegistryClient] = {}
         self._transferer = BlobTransferer(self.options)
+        self._child_manifests = SingleFlight()
         self._image_slots = anyio.CapacityLimiter(self.options.image_concurrency)
         self._open = False
 
@@ -151,6 +152,8 @@ class Copier:
         src = parse_reference(source)
         dst = parse_reference(destination)
         if not src.is_repository:
+            if tags is not None or tag_pattern is not None:
+                raise ConfigurationError(f"{source!r} names one image: tag selection needs a repository source")
             return await self.copy_image(source, destination, dry_run=dry_run)
         if not dst.is_repository:
             raise ConfigurationError(f"{destination!r}: the destination of a repository copy must be a repository")
@@ -164,7 +167,10 @@ class Copier:
             for tag in selected:
                 src.with_tag(tag)  # validates
         else:
-            selected = await src_client.list_tags(src.repository)
+            try:
+                selected = await src_client.list_tags(src.repository)
+            except NotFound:
+                raise ConfigurationError(f"source repository {src} not found") from None
         if pattern is not None:
             selected = [t for t in selected if pattern.fullmatch(t)]
         pairs = [(src.with_tag(t), dst.with_tag(t)) for t in sorted(selected)]
@@ -224,10 +230,10 @@ class Copier:
         except EcrcopyError as exc:
             if exc.fatal:
                 raise
-            result.status = "failed"
+            result.status = "skipped" if exc.skips else "failed"
             result.reason = exc.reason
             result.error = str(exc)
-            log.warning("%s -> %s failed: %s", result.source, result.destination, exc)
+            log.info("%s -> %s %s: %s", result.source, result.destination, result.status, exc)
         result.duration_seconds = round(time.monotonic() - work.started, 3)
         emit(self._on_event, ProgressEvent("image_finished", result.source, result.destination, result=result))
         return result
@@ -275,7 +281,7 @@ class Copier:
 
     def _check_policy(self, manifest: Manifest) -> None:
         if manifest.is_schema1:
-            raise UnsupportedManifest(
+            raise SkippedByPolicy(
                 "Docker schema 1 manifest: not copied (GitLab refuses schema 1; convert the image first)"
             )
         if manifest.is_index:
@@ -284,7 +290,7 @@ class Copier:
         image = manifest.image
         foreign = [layer for layer in image.layers if layer.media_type in mt.FOREIGN_LAYER_TYPES]
         if foreign and self.options.foreign_layers == "skip-image":
-            raise UnsupportedManifest(
+            raise SkippedByPolicy(
                 f"{len(foreign)} non-distributable (foreign) layer(s); set foreign_layers='copy' to copy them"
             )
 
@@ -305,12 +311,17 @@ class Copier:
             async def child(digest: str, media_type: str) -> None:
                 if media_type not in mt.MANIFEST_TYPES:
                     raise UnsupportedManifest(f"index child {digest} has unsupported media type {media_type!r}")
-                if await dst_client.head_manifest(dst_repo, digest) is not None:
-                    return
-                child_manifest = await src_client.get_manifest(src_repo, digest)
-                await self._copy_children(child_manifest, src_repo, dst_repo, src_client, dst_client, work)
-                await dst_client.put_manifest(dst_repo, digest, child_manifest)
-                work.result.manifests_pushed += 1
+
+                async def push_child() -> None:
+                    if await dst_client.head_manifest(dst_repo, digest) is not None:
+                        return
+                    child_manifest = await src_client.get_manifest(src_repo, digest)
+                    await self._copy_children(child_manifest, src_repo, dst_repo, src_client, dst_client, work)
+                    await dst_client.put_manifest(dst_repo, digest, child_manifest)
+                    work.result.manifests_pushed += 1
+
+                # two tags of one index copied at once push each child once
+                await self._child_manifests.run((dst_client.host, dst_repo, digest), push_child)
 
             await _run_all(
                 [lambda d=d: child(d.digest, d.media_type) for d in children],  # type: ignore[misc]

@@ -15,7 +15,8 @@ Every exception the library raises on purpose derives from :class:`EcrcopyError`
     │   └── RegistryServerError       5xx
     ├── TransferError                 the connection broke or timed out in the middle of a request
     ├── DigestMismatch                content does not hash to the digest (or length) it was fetched by
-    ├── UnsupportedManifest           schema 1, foreign layers, unknown media types, manifests over 4 MiB
+    ├── UnsupportedManifest           unknown media types, malformed manifests, manifests over 4 MiB
+    │   └── SkippedByPolicy           schema 1 or foreign layers: the image is reported ``skipped``
     └── TagConflict                   the destination tag holds another digest and the policy forbids overwriting
 
 Fatal errors (``exc.fatal is True``) stop a whole run: retrying other images cannot help. All
@@ -41,6 +42,7 @@ __all__ = [
     "RegistryError",
     "RegistryServerError",
     "RegistryUnavailable",
+    "SkippedByPolicy",
     "TagConflict",
     "TransferError",
     "UnsupportedManifest",
@@ -55,6 +57,8 @@ class EcrcopyError(Exception):
     fatal: ClassVar[bool] = False
     #: Short machine-readable reason used in reports (``conflict``, ``digest_mismatch``, ...).
     reason: ClassVar[str] = "error"
+    #: The image is reported ``skipped`` (a policy decision), not ``failed``.
+    skips: ClassVar[bool] = False
 
 
 class ConfigurationError(EcrcopyError):
@@ -150,9 +154,15 @@ class DigestMismatch(EcrcopyError):
 
 
 class UnsupportedManifest(EcrcopyError):
-    """A manifest ecrcopy will not copy under the current policy (schema 1, foreign layers, ...)."""
+    """A manifest ecrcopy cannot copy: unknown media type, malformed, or too large."""
 
     reason = "unsupported"
+
+
+class SkippedByPolicy(UnsupportedManifest):
+    """An image left out on purpose (Docker schema 1, foreign layers): reported ``skipped``."""
+
+    skips = True
 
 
 class TagConflict(EcrcopyError):

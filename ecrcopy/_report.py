@@ -64,9 +64,13 @@ def _now() -> datetime:
 
 
 class CopyReport(BaseModel):
-    """The outcome of a run; ``model_dump_json()`` gives the JSON written by ``--report``."""
+    """The outcome of a run; ``model_dump_json()`` gives the JSON written by ``--report``.
 
-    model_config = ConfigDict(extra="forbid")
+    ``CopyReport.model_validate_json(text)`` reads such a report back (``ok``, ``totals`` and
+    ``duration_seconds`` are recomputed from the images).
+    """
+
+    model_config = ConfigDict(extra="ignore")
 
     images: list[ImageResult] = Field(default_factory=list)
     started_at: datetime = Field(default_factory=_now)

@@ -12,17 +12,17 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 
 import anyio
 
 from ._client import RegistryClient
-from ._exceptions import Denied, NotFound, RateLimited, RegistryError, RegistryServerError, TransferError
+from ._exceptions import RateLimited, RegistryError, RegistryServerError, TransferError
 from ._models import Descriptor
 from ._options import CopyOptions
 
-__all__ = ["BlobOutcome", "BlobTransferer"]
+__all__ = ["BlobOutcome", "BlobTransferer", "SingleFlight"]
 
 log = logging.getLogger("ecrcopy")
 
@@ -39,6 +39,32 @@ class BlobOutcome(enum.Enum):
 class BlobResult:
     outcome: BlobOutcome
     bytes_uploaded: int = 0
+
+
+class SingleFlight:
+    """Runs work at most once per key: concurrent callers wait for the running one, later ones skip."""
+
+    def __init__(self) -> None:
+        self._done: set[Hashable] = set()
+        self._inflight: dict[Hashable, anyio.Event] = {}
+
+    async def run(self, key: Hashable, work: Callable[[], Awaitable[None]]) -> bool:
+        """True when this call did the work; False when it was done (or is done meanwhile) elsewhere."""
+        while key not in self._done:
+            event = self._inflight.get(key)
+            if event is None:
+                break
+            await event.wait()
+        else:
+            return False
+        event = self._inflight[key] = anyio.Event()
+        try:
+            await work()
+            self._done.add(key)
+            return True
+        finally:
+            del self._inflight[key]
+            event.set()
 
 
 class BlobTransferer:
@@ -105,12 +131,8 @@ class BlobTransferer:
         for from_repo in candidates[:3]:
             try:
                 location = await dst.mount_blob(dst_repo, blob.digest, from_repo)
-            except (Denied, NotFound) as exc:
-                log.debug("mount of %s from %s refused: %s", blob.digest, from_repo, exc)
-                continue
-            except RegistryError as exc:
-                if isinstance(exc, RateLimited | RegistryServerError):
-                    raise
+            except (RegistryError, TransferError) as exc:
+                # a refused or failed mount is only a missed shortcut: the upload below has retries
                 log.debug("mount of %s from %s failed: %s", blob.digest, from_repo, exc)
                 continue
             if location is None:
@@ -131,9 +153,9 @@ class BlobTransferer:
                     if attempt >= self._options.retries:
                         raise
                     delay = min(self._options.retry_backoff * 2 ** (attempt - 1), self._options.retry_backoff_max)
+                    delay *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not crypto
                     retry_after = getattr(exc, "retry_after", None)
                     if retry_after:
-                        delay = max(delay, retry_after)
-                    delay *= 0.5 + random.random() / 2  # noqa: S311
+                        delay = max(delay, min(retry_after, self._options.retry_backoff_max * 4))
                     log.info("blob %s: %s; retry %d in %.1fs", blob.digest, exc, attempt, delay)
                     await anyio.sleep(delay)

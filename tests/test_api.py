@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 import ecrcopy
@@ -105,9 +106,9 @@ SCHEMA1 = _manifest({"schemaVersion": 1, "name": "a", "tag": "v1", "fsLayers": [
 async def test_policies_schema1_and_foreign_layers() -> None:
     """Distribution refuses to store these, so the policy is checked on the engine directly."""
     async with ecrcopy.Copier() as copier:
-        with pytest.raises(ecrcopy.UnsupportedManifest, match="foreign"):
+        with pytest.raises(ecrcopy.SkippedByPolicy, match="foreign"):
             copier._check_policy(FOREIGN)
-        with pytest.raises(ecrcopy.UnsupportedManifest, match="schema 1"):
+        with pytest.raises(ecrcopy.SkippedByPolicy, match="schema 1"):
             copier._check_policy(SCHEMA1)
     async with ecrcopy.Copier(ecrcopy.CopyOptions(foreign_layers="copy")) as copier:
         copier._check_policy(FOREIGN)  # allowed by the option
@@ -148,3 +149,39 @@ def test_explicit_tag_list_missing_tag_fails_only_that_image(source: Registry, g
     statuses = {i.source.rsplit(":", 1)[1]: (i.status, i.reason) for i in report.images}
     assert statuses == {"v1": ("copied", None), "missing": ("failed", "not_found")}
     assert not report.ok
+
+
+@pytest.mark.anyio
+async def test_schema1_image_reported_skipped_not_failed() -> None:
+    """Distribution refuses schema 1 pushes, so a mock source serves one; the engine skips it cleanly."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.host}:{request.url.port}{request.url.path}")
+        if request.url.path == "/v2/":
+            return httpx.Response(200)
+        if request.url.port == 5001 and request.url.path.endswith("/manifests/v1"):
+            return httpx.Response(
+                200,
+                content=SCHEMA1.raw,
+                headers={"Content-Type": "application/vnd.docker.distribution.manifest.v1+prettyjws"},
+            )
+        return httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN", "message": "unknown"}]})
+
+    async with ecrcopy.Copier(transport=httpx.MockTransport(handler)) as copier:
+        report = await copier.copy_image("127.0.0.1:5001/old/app:v1", "127.0.0.1:5002/new/app")
+    (result,) = report.images
+    assert result.status == "skipped" and result.reason == "unsupported"
+    assert "schema 1" in (result.error or "")
+    assert report.ok
+    assert not any(line.startswith(("PUT", "POST", "PATCH")) for line in seen)
+
+
+def test_report_json_round_trip(source: Registry, gitlab: Registry) -> None:
+    push(source.url, "team/a", oci_image([1000], seed=1), "v1", auth=SRC_CREDS)
+    report = ecrcopy.copy_repository(
+        f"{source.host}/team/a", f"{gitlab.host}/g/p/a", source_credentials=SRC_CREDS, destination_credentials=DST_CREDS
+    )
+    again = ecrcopy.CopyReport.model_validate_json(report.model_dump_json())
+    assert again.images == report.images
+    assert again.totals == report.totals and again.ok is report.ok

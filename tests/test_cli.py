@@ -172,6 +172,7 @@ def test_wrong_source_password_exit_2(source: Registry, gitlab: Registry) -> Non
         (["copy", "127.0.0.1:1/a", "127.0.0.1:1/b", "--concurrency", "0"], "at least 1"),
         (["copy", "127.0.0.1:1/a", "127.0.0.1:1/b", "--src-creds", "nocolon"], "USER:PASSWORD"),
         (["frobnicate"], "invalid choice"),
+        (["copy", "127.0.0.1:1/a:v1", "127.0.0.1:1/b", "--tag", "v2"], "needs a repository source"),
     ],
 )
 def test_usage_errors_exit_2(args: list[str], fragment: str) -> None:
@@ -219,3 +220,9 @@ def test_debug_shows_traceback_for_fatal_errors() -> None:
     assert proc.returncode == 2
     assert "Traceback" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("ecrcopy: error: ")
+
+
+def test_missing_source_repository_exit_2(source: Registry, gitlab: Registry) -> None:
+    proc = run_cli("copy", f"{source.host}/no/such", f"{gitlab.host}/g/p/x", env=CRED_ENV)
+    assert proc.returncode == 2
+    assert "not found" in assert_one_line_error(proc)

@@ -18,6 +18,8 @@ Typical set-ups::
 """
 
 from ._blobserver import S3_AUTH_CONFLICT, BlobServer
+from ._ecr import EcrEmulator
+from ._gitlab import GitLabEmulator
 from ._httpserver import LoggedRequest, free_port
 from ._images import (
     ACCEPT_MANIFESTS,
@@ -65,6 +67,8 @@ __all__ = [
     "Auth",
     "Blob",
     "BlobServer",
+    "EcrEmulator",
+    "GitLabEmulator",
     "Grant",
     "Image",
     "Index",

@@ -1,0 +1,172 @@
+"""A GitLab-like container registry: JWT token service + token-auth registry + hard-expiry gate."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from ._proxy import Proxy
+from ._registry import Registry
+from ._tokenserver import TokenServer
+
+__all__ = ["GitLabEmulator"]
+
+_PROJECT_PATH = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)+")
+
+
+class GitLabEmulator:
+    """GitLab's container registry for one project, on 127.0.0.1. Context manager or start()/stop().
+
+    * :attr:`tokens`: a :class:`~ecrcopy.testing.TokenServer` (service ``container_registry``, user
+      ``user``/``password``, token lifetime ``token_lifetime``; the reply is only ``{"token"}``);
+    * :attr:`registry`: a :class:`~ecrcopy.testing.Registry` with ``auth: token`` (files in ``workdir``);
+    * with ``hard_expiry`` (default) a :class:`~ecrcopy.testing.Proxy` with ``token_gate=True`` in front
+      (:attr:`gate`), so a token is refused from its ``exp`` on like GitLab (distribution alone allows
+      60 s of leeway). Clients use :attr:`registry_host` / :attr:`registry_url` either way.
+
+    GitLab's naming rule is enforced by the token service's grant: repositories at ``project_path`` or
+    at most two levels below it get ``pull``, ``push`` and ``delete``; deeper names and names outside
+    the project get no actions, so the registry answers 401 ``insufficient_scope`` (a push fails).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        user: str = "gitlab-ci-token",
+        password: str | None = None,
+        project_path: str = "group/project",
+        token_lifetime: float = 300.0,
+        hard_expiry: bool = True,
+    ) -> None:
+        if not _PROJECT_PATH.fullmatch(project_path):
+            raise ValueError(f"project_path must be a lowercase 'namespace/project' path, got {project_path!r}")
+        self.workdir = Path(workdir)
+        self.user = user
+        self.password = password if password is not None else "glcbt-" + secrets.token_urlsafe(20)
+        self.project_path = project_path
+        self.token_lifetime = token_lifetime
+        self.hard_expiry = hard_expiry
+        self._tokens: TokenServer | None = None
+        self._registry: Registry | None = None
+        self._gate: Proxy | None = None
+        self._stack: contextlib.ExitStack | None = None
+
+    def allowed_actions(self, user: str | None, name: str) -> set[str]:
+        """The token service's grant: what ``user`` may do on repository ``name``."""
+        if user != self.user:
+            return set()
+        if name == self.project_path:
+            return {"pull", "push", "delete"}
+        prefix = self.project_path + "/"
+        if not name.startswith(prefix):
+            return set()
+        if len(name[len(prefix) :].split("/")) > 2:
+            return set()
+        return {"pull", "push", "delete"}
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start the token service, the registry and (with ``hard_expiry``) the gate."""
+        if self._stack is not None:
+            raise RuntimeError("GitLabEmulator already started")
+        stack = contextlib.ExitStack()
+        try:
+            self._tokens = stack.enter_context(
+                TokenServer(
+                    users={self.user: self.password},
+                    lifetime=self.token_lifetime,
+                    service="container_registry",
+                    grant=self.allowed_actions,
+                )
+            )
+            self._registry = stack.enter_context(Registry(self.workdir, token_auth=self._tokens))
+            if self.hard_expiry:
+                self._gate = stack.enter_context(Proxy(self._registry.url, token_gate=True))
+        except BaseException:
+            stack.close()
+            self._tokens = self._registry = self._gate = None
+            raise
+        self._stack = stack
+        return self
+
+    def stop(self) -> None:
+        """Stop the gate, the registry and the token service."""
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        try:
+            stack.close()
+        finally:
+            self._tokens = self._registry = self._gate = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        """Whether the emulator is started."""
+        return self._stack is not None
+
+    # -- parts and addresses -------------------------------------------------------------------------
+
+    @property
+    def tokens(self) -> TokenServer:
+        """The JWT token service (its ``requests`` log every ``/jwt/auth`` call)."""
+        if self._tokens is None:
+            raise RuntimeError("GitLabEmulator is not running")
+        return self._tokens
+
+    @property
+    def registry(self) -> Registry:
+        """The registry process (its access log shows what reached it)."""
+        if self._registry is None:
+            raise RuntimeError("GitLabEmulator is not running")
+        return self._registry
+
+    @property
+    def gate(self) -> Proxy | None:
+        """The hard-expiry gate in front of the registry (``None`` without ``hard_expiry``)."""
+        return self._gate
+
+    @property
+    def registry_host(self) -> str:
+        """``127.0.0.1:PORT`` clients talk to (the gate's, or the registry's without ``hard_expiry``)."""
+        return self._gate.host if self._gate is not None else self.registry.host
+
+    @property
+    def registry_url(self) -> str:
+        """``http://`` + :attr:`registry_host`."""
+        return f"http://{self.registry_host}"
+
+    @property
+    def image_prefix(self) -> str:
+        """``<registry_host>/<project_path>`` (GitLab CI's ``CI_REGISTRY_IMAGE``)."""
+        return f"{self.registry_host}/{self.project_path}"
+
+    @property
+    def credentials(self) -> tuple[str, str]:
+        """``(user, password)``."""
+        return self.user, self.password
+
+    def env(self) -> dict[str, str]:
+        """GitLab CI's registry variables: ``CI_REGISTRY``, ``CI_REGISTRY_IMAGE``, user and password."""
+        return {
+            "CI_REGISTRY": self.registry_host,
+            "CI_REGISTRY_IMAGE": self.image_prefix,
+            "CI_REGISTRY_USER": self.user,
+            "CI_REGISTRY_PASSWORD": self.password,
+        }
