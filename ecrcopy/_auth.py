@@ -68,6 +68,7 @@ class Authenticator:
         *,
         refresh_margin: float = 30.0,
         allow_http: Callable[[str], bool] = is_loopback_host,
+        retries: int = 5,
     ) -> None:
         self.host = host
         self.base_url = base_url
@@ -75,6 +76,7 @@ class Authenticator:
         self._credentials = credentials
         self._refresh_margin = refresh_margin
         self._allow_http = allow_http
+        self._retries = max(1, retries)
         self._challenge: Challenge | None = None
         self._pinged = False
         self._ping_lock = anyio.Lock()
@@ -87,25 +89,43 @@ class Authenticator:
         return self._challenge.scheme if self._challenge else None
 
     async def ping(self) -> None:
-        """``GET /v2/`` once: learn the auth scheme; fail clearly when the registry is unreachable."""
+        """``GET /v2/`` once: learn the auth scheme; fail clearly when the registry is unreachable.
+
+        429 and 5xx answers (and a broken connection) are retried a few times: they are passing.
+        """
         async with self._ping_lock:
             if self._pinged:
                 return
             url = f"{self.base_url}/v2/"
-            try:
-                response = await self._http.get(url)
-            except httpx.TransportError as exc:
-                raise RegistryUnavailable(f"cannot reach registry {self.host}: {_describe(exc)}") from None
-            if response.status_code == 401:
-                self._challenge = _pick_challenge(response.headers.get("www-authenticate"))
-                if self._challenge is None:
-                    raise AuthenticationError(f"{self.host} answered 401 without a usable WWW-Authenticate challenge")
-            elif response.status_code >= 500:
-                raise RegistryUnavailable(f"registry {self.host} answered {response.status_code} to GET /v2/")
-            elif response.status_code not in (200, 401):
-                raise ConfigurationError(
-                    f"{self.host} does not look like a container registry (GET /v2/ answered {response.status_code})"
-                )
+            for attempt in range(1, self._retries + 1):
+                last = attempt == self._retries
+                try:
+                    response = await self._http.get(url)
+                except httpx.ConnectError as exc:  # nothing listens there: no point in waiting
+                    raise RegistryUnavailable(f"cannot reach registry {self.host}: {_describe(exc)}") from None
+                except httpx.TransportError as exc:
+                    if last:
+                        raise RegistryUnavailable(f"cannot reach registry {self.host}: {_describe(exc)}") from None
+                    await anyio.sleep(min(0.5 * 2 ** (attempt - 1), 10.0))
+                    continue
+                status = response.status_code
+                if status == 429 or status >= 500:
+                    if last:
+                        raise RegistryUnavailable(f"registry {self.host} answered {status} to GET /v2/")
+                    wait = parse_retry_after(response.headers.get("retry-after"))
+                    await anyio.sleep(min(wait if wait is not None else 0.5 * 2 ** (attempt - 1), 30.0))
+                    continue
+                if status == 401:
+                    self._challenge = _pick_challenge(response.headers.get("www-authenticate"))
+                    if self._challenge is None:
+                        raise AuthenticationError(
+                            f"{self.host} answered 401 without a usable WWW-Authenticate challenge"
+                        )
+                elif status != 200:
+                    raise ConfigurationError(
+                        f"{self.host} does not look like a container registry (GET /v2/ answered {status})"
+                    )
+                break
             self._pinged = True
             log.debug("registry %s auth scheme: %s", self.host, self.scheme or "none")
 
@@ -194,7 +214,9 @@ class Authenticator:
                 headers = {"Authorization": creds.basic_header()} if creds else {}
                 if creds:
                     params.append(("account", creds.username))
-                response = await self._http.get(realm, params=params, headers=headers)
+                # append to the realm's own query: httpx's params= would replace it
+                url = httpx.URL(realm)
+                response = await self._http.get(url.copy_merge_params(params), headers=headers)
         except httpx.TransportError as exc:
             raise RegistryUnavailable(f"cannot reach token service {redact_url(realm)}: {_describe(exc)}") from None
         status = response.status_code

@@ -150,6 +150,7 @@ class RegistryClient:
             credentials,
             refresh_margin=self.options.token_refresh_margin,
             allow_http=allow_http,
+            retries=self.options.retries,
         )
 
     async def aclose(self) -> None:
@@ -357,6 +358,8 @@ class RegistryClient:
                     seen.add(tag)
                     tags.append(tag)
             link = next_link(response.headers.get("link"), str(response.url))
+            if link is not None and not same_origin(link, self.base_url):
+                raise RegistryError(f"list tags of {repo}: refusing to follow pagination to another host")
             if link is not None and link in seen:
                 break
             if link is not None:

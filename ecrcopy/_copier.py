@@ -96,6 +96,10 @@ class Copier:
             await client.aclose()
         self._open = False
 
+    def emit(self, event: ProgressEvent) -> None:
+        """Send ``event`` to this copier's ``on_event`` callback (failures of the callback are logged)."""
+        emit(self._on_event, event)
+
     # ------------------------------------------------------------------ clients
 
     def client(

@@ -178,6 +178,8 @@ class DockerConfigCredentials:
             proc = subprocess.run([program, "get"], input=server.encode(), capture_output=True, timeout=60, check=False)
         except FileNotFoundError:
             raise ConfigurationError(f"credential helper {program} named in Docker config is not installed") from None
+        except OSError as exc:
+            raise ConfigurationError(f"credential helper {program} cannot run: {exc.strerror or exc}") from None
         except subprocess.TimeoutExpired:
             raise AuthenticationError(f"credential helper {program} did not answer within 60 s") from None
         if proc.returncode != 0:

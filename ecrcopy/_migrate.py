@@ -15,7 +15,7 @@ from ._exceptions import ConfigurationError, EcrcopyError, InvalidReference
 from ._gitlab import GitLabDestination
 from ._plan import MigrationOptions, Plan, PlanSummary, build_plan
 from ._reference import Reference, is_loopback_host
-from ._report import CopyReport, ImageResult
+from ._report import CopyReport, ImageResult, ProgressEvent
 
 if TYPE_CHECKING:
     from ._copier import Copier
@@ -63,17 +63,17 @@ async def run_migration(
         report.images.extend(await _dry_run(copier, dst_client, plan, pairs))
     else:
         report.images.extend(await copier.copy_pairs(pairs))
-    report.images.extend(
-        ImageResult(
-            source=f"{src_host}/{s.repository}:{s.tag}",
-            destination=f"{prefix}/{plan.destinations[s.repository]}",
-            digest=s.digest,
+    for skipped in plan.skipped:
+        result = ImageResult(
+            source=f"{src_host}/{skipped.repository}:{skipped.tag}",
+            destination=f"{prefix}/{plan.destinations[skipped.repository]}",
+            digest=skipped.digest,
             status="skipped",
-            reason=s.reason,
+            reason=skipped.reason,
             error="ECR tag is not a valid OCI tag (at most 128 of [A-Za-z0-9_.-], not starting with . or -)",
         )
-        for s in plan.skipped
-    )
+        copier.emit(ProgressEvent("image_finished", result.source, result.destination, result=result))
+        report.images.append(result)
     return report.finish()
 
 

@@ -292,11 +292,6 @@ async def test_helper_not_installed_is_a_configuration_error(tmp_path: Path, hel
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="DockerConfigCredentials._from_helper (_credentials.py) catches only FileNotFoundError from "
-    "subprocess.run: a helper that is not executable raises a bare PermissionError, not an EcrcopyError",
-)
 async def test_helper_not_executable_is_an_ecrcopy_error(tmp_path: Path, helper_bin: Path) -> None:
     (helper_bin / "docker-credential-fake").chmod(0o644)
     path = write_config(tmp_path, {"credHelpers": {HOST: "fake"}})

@@ -54,9 +54,7 @@ def test_collision_and_invalid_names_rejected() -> None:
 
 def test_invalid_tags_skipped_untagged_counted() -> None:
     long_tag = "x" * 200
-    repo = EcrRepository(
-        "svc", (_image(1, "v1", "bad tag!", long_tag), _image(2), _image(3, ".hidden"))
-    )
+    repo = EcrRepository("svc", (_image(1, "v1", "bad tag!", long_tag), _image(2), _image(3, ".hidden")))
     plan = build_plan([repo], MigrationOptions())
     assert [(p.tag, p.digest) for p in plan.images] == [("v1", f"sha256:{1:064x}")]
     assert sorted(s.tag for s in plan.skipped) == sorted([".hidden", "bad tag!", long_tag])
