@@ -71,7 +71,7 @@ def seed(source: Registry, repos: int, tags: int, base_mib: int) -> tuple[list[s
     return names, digests, sum(unique.values())
 
 
-def run_tool(tool: str, commands: list[list[str]], dest: Registry, env: dict[str, str]) -> tuple[float, float, float, bool]:
+def run_tool(tool: str, commands: list[list[str]], env: dict[str, str]) -> tuple[float, float, float, bool]:
     """Run commands one after another (as the tool is used); CPU and RSS of the children only."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -106,7 +106,9 @@ ECRCOPY_ONE_RUN = textwrap.dedent(
 )
 
 
-def measure(tool: str, workdir: Path, source: Registry, names: list[str], digests: dict[tuple[str, str], str]) -> Result:
+def measure(
+    tool: str, workdir: Path, source: Registry, names: list[str], digests: dict[tuple[str, str], str]
+) -> Result:
     with TokenServer(users={DST[0]: DST[1]}) as tokens, Registry(workdir / tool, token_auth=tokens) as dest:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ECRCOPY_")}
         env["DOCKER_CONFIG"] = str(workdir / "empty-docker-config")
@@ -132,7 +134,7 @@ def measure(tool: str, workdir: Path, source: Registry, names: list[str], digest
                 [sys.executable, "-c", ECRCOPY_ONE_RUN, source.host, dest.host, ",".join(names)],
             ]
         dest.reset()
-        wall, cpu, rss, ok = run_tool(tool, commands, dest, env)
+        wall, cpu, rss, ok = run_tool(tool, commands, env)
         log = dest.requests()
         uploads = [r for r in log if r.method == "PUT" and r.status == 201 and "/blobs/uploads/" in r.path]
         mounts = [r for r in log if r.method == "POST" and r.status == 201 and "mount=" in r.query]
@@ -177,7 +179,8 @@ def main() -> int:
         f"index), {unique_bytes / MiB:.0f} MiB of unique blobs on shared base layers. skopeo "
         f"{subprocess.run(['skopeo', '--version'], capture_output=True, text=True, check=False).stdout.split()[-1]}.",
         "",
-        "| tool | wall s | speed-up | client CPU s | CPU vs skopeo | peak RSS MB | blob uploads | MiB uploaded | mounts | digests ok |",
+        "| tool | wall s | speed-up | client CPU s | CPU vs skopeo | peak RSS MB | blob uploads | MiB uploaded "
+        "| mounts | digests ok |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]  # fmt: skip
     for r in results:
