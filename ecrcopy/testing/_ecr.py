@@ -104,8 +104,10 @@ class EcrEmulator:
       refused for their credentials; the emulator's own seeding requests are not recorded;
     * the ``Authorization`` header's credential scope must name ``access_key_id`` (else 400
       ``UnrecognizedClientException``), the emulator's region (else 400 ``InvalidSignatureException``
-      "Credential should be scoped to a valid region") and service ``ecr``; the signature itself is not
-      checked; no ``Authorization`` -> 400 ``MissingAuthenticationTokenException``;
+      "Credential should be scoped to a valid region") and service ``ecr``; with ``verify_signatures``
+      (default) the SigV4 signature is recomputed with ``secret_access_key`` (mismatch -> 400
+      ``InvalidSignatureException`` "The request signature we calculated does not match ...");
+      no ``Authorization`` -> 400 ``MissingAuthenticationTokenException``;
     * ``GetAuthorizationToken`` is answered by the front: a fresh random password per call,
       ``authorizationToken`` = base64 ``AWS:<password>``, ``expiresAt`` = now + ``token_lifetime``,
       ``proxyEndpoint`` = :attr:`data_url`;
@@ -424,7 +426,9 @@ class EcrEmulator:
         tag. When no tag is a valid OCI tag the manifest is pushed by digest.
 
         ``pushed_at`` (aware ``datetime`` or epoch seconds) sets ``imagePushedAt`` for the image and its
-        children; by default "now", strictly increasing across calls so "newest" is well defined.
+        children; by default "now" (millisecond precision, strictly increasing across calls so "newest"
+        is well defined) for images new to ``repo`` -- re-adding a known image (e.g. with another tag)
+        keeps its date unless ``pushed_at`` is given.
         """
         registry = self.data_registry
         self._ensure_repository(repo)
@@ -434,7 +438,7 @@ class EcrEmulator:
             for tag in refs:
                 push(registry.url, repo, obj, tag, client=client)
         when = self._pushed_at(pushed_at)
-        self._register_tree(repo, obj, list(tags), when)
+        self._register_tree(repo, obj, list(tags), when, pushed_at is not None)
         return obj.digest
 
     def _pushed_at(self, pushed_at: datetime | float | None) -> float:
@@ -447,13 +451,16 @@ class EcrEmulator:
             self._last_pushed_at = when
         return when
 
-    def _register_tree(self, repo: str, obj: Image | Index, tags: list[str], when: float) -> None:
+    def _register_tree(self, repo: str, obj: Image | Index, tags: list[str], when: float, force: bool) -> None:
         if isinstance(obj, Index):
             for child in obj.children:
-                self._register_tree(repo, child, [], when)
-        self._register(repo, obj.raw, obj.media_type, obj.digest, tags, when)
+                self._register_tree(repo, child, [], when, force)
+        self._register(repo, obj.raw, obj.media_type, obj.digest, tags, when, force)
 
-    def _register(self, repo: str, raw: bytes, media_type: str, digest: str, tags: list[str], when: float) -> None:
+    def _register(
+        self, repo: str, raw: bytes, media_type: str, digest: str, tags: list[str], when: float, force: bool
+    ) -> None:
+        """PutImage per new tag; sets imagePushedAt for a new image (or any image when ``force``)."""
         self._remember(digest, raw)
         backend = _moto_backend(self.account_id, self.region)
         existing = self._find(backend, repo, digest)
@@ -486,7 +493,7 @@ class EcrEmulator:
                 previous.image_tag = None
                 repository.images.append(previous)
         image = self._find(backend, repo, digest)
-        if image is not None:
+        if image is not None and (existing is None or force):
             image.image_pushed_at = when
 
     @staticmethod

@@ -1,28 +1,30 @@
-"""A self-contained demo of ecrcopy: ``python -m ecrcopy.testing.demo`` (or ``make demo``).
+"""The whole ECR → GitLab migration, locally: ``python -m ecrcopy.testing.demo`` (or ``make demo``).
 
-What it does, all on 127.0.0.1 and in a temporary directory that is removed at the end:
+Everything runs on 127.0.0.1, in a temporary directory that is removed at the end:
 
-1. starts two real registries (CNCF distribution): an ECR-like *source* with Basic auth and a
-   GitLab-like *destination* with JWT bearer tokens from a local token service;
-2. pushes four repositories to the source: an OCI multi-arch index, Docker schema 2 images, a Docker
-   manifest list and OCI images, all sharing a base layer;
-3. runs the real CLI, ``ecrcopy copy SOURCE-REPO DEST-REPO --report FILE``, once per repository,
-   credentials passed in ``ECRCOPY_SRC_CREDS`` / ``ECRCOPY_DEST_CREDS``;
-4. checks every tag: the destination serves the same bytes, digest and media type as the source; counts
-   uploads and cross-repository mounts from the destination registry's own access log;
-5. runs the same copies again: every image is ``skipped`` and nothing is written;
-6. copies the four repositories once more in a single run through the Python API (``Copier``), where a
-   layer uploaded for one repository is *mounted* into the others instead of uploaded again.
+1. starts an emulated Amazon ECR (:class:`~ecrcopy.testing.EcrEmulator`: moto's ECR API behind an
+   ECR-like front, a real registry as data plane, blob downloads redirected to an S3 stand-in) and an
+   emulated GitLab container registry (:class:`~ecrcopy.testing.GitLabEmulator`: JWT token service,
+   real registry, GitLab's naming rule and hard token expiry);
+2. fills ECR with ten repositories: OCI and Docker multi-arch images, Docker schema 2 and OCI images
+   sharing base layers, a repository three levels deep, an untagged image and an ECR tag that is not
+   a valid OCI tag;
+3. runs the real CLI, ``ecrcopy migrate --dry-run``: the plan and its size, nothing written;
+4. runs ``ecrcopy migrate --report report.json --junit junit.xml`` with only the variables a GitLab CI
+   job has (the emulators' ``env()``) and an empty ``DOCKER_CONFIG``;
+5. checks every tag byte for byte on both sides, the report against the GitLab registry's own access
+   log, the JUnit file, and that every ECR API call is one of ``ecrcopy.ALLOWED_ACTIONS``;
+6. runs the migration again: every image ``skipped``, nothing written.
 
-Exits 0 when everything matched, 1 otherwise (130 on Ctrl-C). Needs ``docker-registry`` and
-``htpasswd`` on PATH and the ``test`` extras installed: ``make demo`` sets all of that up.
+Exits 0 when everything matched, 1 otherwise, 130 on Ctrl-C. Needs ``docker-registry`` on PATH and
+the ``test`` extras (moto, pyjwt, cryptography): ``make demo`` sets all of that up.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -30,46 +32,49 @@ import sys
 import tempfile
 import textwrap
 import time
+import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 
-from .. import Copier, CopyReport, EcrcopyError
+from .. import ALLOWED_ACTIONS, EcrcopyError
 from . import (
     DOCKER_LAYER,
     Blob,
+    EcrEmulator,
+    GitLabEmulator,
     Image,
     Index,
     PushError,
-    Registry,
     RegistryError,
-    TokenServer,
     docker_image,
     docker_manifest_list,
     fetch_manifest,
     list_tags,
     oci_image,
     oci_index,
-    push,
 )
 
 __all__ = ["main"]
 
-# The source plays Amazon ECR (user "AWS" + a password), the destination GitLab (a CI job token).
-SRC_USER, SRC_PASSWORD = "AWS", "demo-ecr-password"
-DEST_USER, DEST_PASSWORD = "gitlab-ci-token", "demo-job-token"
-#: GitLab group/project the repositories land under (at most two path levels below a project).
-DEST_PROJECT = "acme/containers"
-#: Where the single-run Python API copy of step 6 lands.
-API_PROJECT = "acme/one-run"
-CLI_TIMEOUT = 120.0
-
+#: The GitLab project the images land in: CI_REGISTRY_IMAGE is <registry>/<this>.
+PROJECT = "acme/ecr-mirror"
+CLI_TIMEOUT = 180.0
 KiB = 1024
 MiB = 1024 * KiB
+#: The OCI tag grammar: ECR accepts up to 300 characters of anything, OCI registries do not.
+OCI_TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
+#: Variables the emulators need and a real GitLab CI job does not.
+EMULATOR_ONLY = {
+    "AWS_ENDPOINT_URL_ECR": "the local ECR API (real ECR: boto3's default endpoint)",
+    "ECRCOPY_SOURCE_REGISTRY_URL": "the local ECR data plane (real ECR: https://<account>.dkr.ecr.<region>...)",
+    "AWS_EC2_METADATA_DISABLED": "keeps boto3 from probing for an EC2 instance role",
+}
+SECRETS = ("AWS_SECRET_ACCESS_KEY", "CI_REGISTRY_PASSWORD")
 
 _KIND = {
     "application/vnd.oci.image.index.v1+json": "OCI index",
@@ -79,20 +84,18 @@ _KIND = {
 }
 
 
-@dataclass
-class Repo:
-    """A source repository, its destination and the tags seeded into it."""
+@dataclass(frozen=True)
+class Seeded:
+    """An image pushed to the emulated ECR under ``tags`` (none: untagged)."""
 
-    source: str
-    tags: dict[str, Image | Index] = field(default_factory=dict)
-
-    @property
-    def destination(self) -> str:
-        return f"{DEST_PROJECT}/{self.source}"
+    repository: str
+    obj: Image | Index
+    tags: tuple[str, ...]
 
     @property
-    def slug(self) -> str:
-        return self.source.replace("/", "-")
+    def copied_tags(self) -> list[str]:
+        """The tags ecrcopy copies: the valid OCI ones."""
+        return [t for t in self.tags if OCI_TAG.fullmatch(t)]
 
 
 class DemoFailure(Exception):
@@ -115,8 +118,12 @@ def indent(text: str, prefix: str = "    ") -> str:
     return textwrap.indent(text.rstrip("\n"), prefix) if text.strip() else prefix + "(no output)"
 
 
-def short(digest: str) -> str:
-    return digest[:19]
+def short(digest: str | None) -> str:
+    return (digest or "")[:19]
+
+
+def mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
 
 
 def kind(obj: Image | Index) -> str:
@@ -127,76 +134,123 @@ def kind(obj: Image | Index) -> str:
     return text
 
 
-def size_of(obj: Image | Index) -> int:
-    return sum(blob.size for blob in obj.blobs)
+class Checks:
+    """Collects what did not match; any entry makes the demo exit 1."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def check(self, ok: bool, what: str) -> bool:
+        if not ok:
+            self.failures.append(what)
+            say(f"  MISMATCH  {what}")
+        return ok
 
 
-# -- the images --------------------------------------------------------------------------------------
+# -- the ECR registry to migrate ---------------------------------------------------------------------
 
 
-def catalogue() -> list[Repo]:
-    """Four repositories, ten tags; every amd64 image starts with the same 3 MiB base layer."""
-    base_amd64 = Blob.generated(3 * MiB, seed=1)  # think "debian:12-slim", linux/amd64
-    base_arm64 = Blob.generated(3 * MiB, seed=2)  # the same for linux/arm64
-    runtime = Blob.generated(1 * MiB, seed=3)  # think "python 3.12", shared by api and worker
+def destination_of(repository: str) -> str:
+    """GitLab allows two path levels below the project: ecrcopy joins deeper levels with '-'."""
+    parts = repository.split("/")
+    return repository if len(parts) <= 2 else "/".join([parts[0], "-".join(parts[1:])])
+
+
+def catalogue() -> list[Seeded]:
+    """Ten repositories; the amd64 images share one base layer, the arm64 ones another."""
+    base_amd64 = Blob.generated(2 * MiB, seed=1)  # think "debian:12-slim"
+    base_arm64 = Blob.generated(2 * MiB, seed=2)
+    python_amd64 = Blob.generated(1 * MiB, seed=3)  # think "python 3.12", on top of the base
+    python_arm64 = Blob.generated(1 * MiB, seed=4)
 
     def docker(blob: Blob) -> Blob:
-        return blob.with_media_type(DOCKER_LAYER)  # same bytes and digest, Docker's media type
+        return blob.with_media_type(DOCKER_LAYER)  # the same bytes and digest, Docker's media type
 
-    base_index = oci_index(
-        [
-            oci_image([base_amd64], seed=10, platform="linux/amd64"),
-            oci_image([base_arm64], seed=11, platform="linux/arm64"),
-        ]
-    )
-    web_v2 = docker_manifest_list(
-        [
-            docker_image([docker(base_amd64), 400 * KiB], seed=30, platform="linux/amd64"),
-            docker_image([docker(base_arm64), 400 * KiB], seed=31, platform="linux/arm64"),
-        ]
-    )
+    def amd64(*layers: Blob | int, seed: int) -> Image:
+        return oci_image([base_amd64, *layers], seed=seed, platform="linux/amd64")
+
+    def arm64(*layers: Blob | int, seed: int) -> Image:
+        return oci_image([base_arm64, *layers], seed=seed, platform="linux/arm64")
+
+    def docker_amd64(*layers: Blob | int, seed: int) -> Image:
+        return docker_image([docker(base_amd64), *layers], seed=seed, platform="linux/amd64")
+
+    def docker_arm64(*layers: Blob | int, seed: int) -> Image:
+        return docker_image([docker(base_arm64), *layers], seed=seed, platform="linux/arm64")
+
+    base = oci_index([amd64(seed=10), arm64(seed=11)])
     return [
-        Repo("platform/base", {"12": base_index, "latest": base_index}),
-        Repo(
-            "shop/api",
-            {
-                "v1.0": docker_image([docker(base_amd64), docker(runtime), 256 * KiB], seed=20),
-                "v1.1": docker_image([docker(base_amd64), docker(runtime), 300 * KiB], seed=21),
-            },
+        Seeded("platform/base", base, ("12", "latest")),
+        Seeded(
+            "platform/python",
+            docker_manifest_list(
+                [docker_amd64(docker(python_amd64), seed=12), docker_arm64(docker(python_arm64), seed=13)]
+            ),
+            ("3.12",),
         ),
-        Repo(
-            "shop/web",
-            {
-                "v1": docker_image([docker(base_amd64), 350 * KiB], seed=32),
-                "v2": web_v2,
-            },
+        Seeded("shop/api", docker_amd64(docker(python_amd64), 280 * KiB, seed=20), ()),  # an old, untagged build
+        Seeded("shop/api", docker_amd64(docker(python_amd64), 256 * KiB, seed=21), ("v1.0",)),
+        # "+" is fine in an ECR tag, not in an OCI tag: reported skipped (invalid_tag), v1.1 is copied
+        Seeded("shop/api", docker_amd64(docker(python_amd64), 300 * KiB, seed=22), ("v1.1", "v1.1+build.42")),
+        Seeded("shop/web", amd64(350 * KiB, seed=30), ("v1",)),
+        Seeded("shop/web", oci_index([amd64(360 * KiB, seed=31), arm64(360 * KiB, seed=32)]), ("v2", "latest")),
+        Seeded("shop/worker", amd64(python_amd64, 500 * KiB, seed=40), ("main",)),
+        Seeded("shop/worker", amd64(python_amd64, 128 * KiB, seed=41), ("v3", "v3.0.1")),
+        Seeded("data/etl/nightly", amd64(python_amd64, 400 * KiB, seed=50), ("2026-06-01", "latest")),
+        Seeded(
+            "ml/inference",
+            oci_index([amd64(python_amd64, 700 * KiB, seed=60), arm64(python_arm64, 700 * KiB, seed=61)]),
+            ("v0.9",),
         ),
-        Repo(
-            "shop/worker",
-            {
-                "main": oci_image([base_amd64, runtime, 512 * KiB], seed=40),
-                "v3": oci_image([base_amd64, runtime, 128 * KiB], seed=41),
-                "v3.0.1": oci_image([base_amd64, runtime, 130 * KiB], seed=42),
-            },
+        Seeded("tools/ci-runner", docker_amd64(220 * KiB, seed=70), ("1.4", "stable")),
+        Seeded(
+            "legacy/cron",
+            docker_manifest_list([docker_amd64(90 * KiB, seed=80), docker_arm64(90 * KiB, seed=81)]),
+            ("2019",),
         ),
+        Seeded("docs", oci_image([600 * KiB], seed=90), ("latest",)),  # one level, no shared layers
     ]
 
 
-def seed(registry: Registry, repos: Sequence[Repo]) -> None:
-    with httpx.Client(timeout=60.0) as http:
-        for repo in repos:
-            for tag, obj in repo.tags.items():
-                push(registry.url, repo.source, obj, tag, auth=(SRC_USER, SRC_PASSWORD), client=http)
-                name = f"{repo.source}:{tag}"
-                say(f"  {name:<22} {kind(obj):<48} {size_of(obj) / MiB:4.1f} MiB  {short(obj.digest)}")
+def seed(ecr: EcrEmulator, images: Sequence[Seeded]) -> None:
+    for image in images:
+        ecr.add_image(image.repository, image.obj, list(image.tags))
+        tags = ", ".join(image.tags) if image.tags else "(untagged)"
+        size = sum(blob.size for blob in image.obj.blobs)
+        say(f"  {image.repository:<17} {tags:<21} {kind(image.obj):<45} {size / MiB:4.1f} MiB")
 
 
 # -- the CLI -----------------------------------------------------------------------------------------
 
 
-def run_cli(args: Sequence[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """``python -m ecrcopy ARGS`` as a subprocess; its output is printed indented."""
-    say("  $ ecrcopy " + " ".join(shlex.quote(a) for a in args))
+def ci_env(ecr: EcrEmulator, gl: GitLabEmulator, docker_config: Path) -> dict[str, str]:
+    """The ecrcopy process gets these variables and nothing else (no PATH, no HOME, no AWS profile)."""
+    env = {**ecr.env(), **gl.env()}
+    env["DOCKER_CONFIG"] = str(docker_config)  # an empty directory: no credentials from config.json
+    return env
+
+
+def show_env(env: dict[str, str]) -> None:
+    say("  The ecrcopy process gets exactly these variables, nothing else (no PATH, HOME or AWS profile):")
+    for name in sorted(env, key=lambda n: (n in EMULATOR_ONLY, n)):
+        setting = f"{name}={'***' if name in SECRETS else env[name]}"
+        note = EMULATOR_ONLY.get(name, "")
+        if name == "DOCKER_CONFIG":
+            note = "an empty directory: no credentials from a config.json"
+        if name in EMULATOR_ONLY:
+            note = "emulator only: " + note
+        say(f"    {setting:<50}  # {note}" if note else f"    {setting}")
+    say("  In a real GitLab CI job, GitLab sets CI_REGISTRY*; you add the AWS_* variables (masked) under")
+    say("  Settings > CI/CD > Variables. The three 'emulator only' variables point at the local emulation")
+    say("  and are not needed in real CI.")
+
+
+def run_cli(
+    args: Sequence[str], env: dict[str, str], *, only: str = "", expect: int = 0
+) -> subprocess.CompletedProcess[str]:
+    """``ecrcopy ARGS`` (the real CLI, as a subprocess); its output (the lines starting with ``only``) indented."""
+    shown = " ".join(f"{k}={v}" for k, v in env.items() if k.startswith("CI_NODE_"))
+    say("  $ " + (shown + " " if shown else "") + "ecrcopy " + " ".join(shlex.quote(a) for a in args))
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "ecrcopy", *args],
@@ -209,123 +263,88 @@ def run_cli(args: Sequence[str], env: dict[str, str]) -> subprocess.CompletedPro
         )
     except subprocess.TimeoutExpired as exc:
         raise DemoFailure(f"ecrcopy did not finish within {CLI_TIMEOUT:.0f} s") from exc
-    say(indent(proc.stdout))
+    say(indent("\n".join(line for line in proc.stdout.splitlines() if line.startswith(only))))
     if proc.stderr.strip():
         say(indent(proc.stderr, "    stderr: "))
-    if proc.returncode != 0:
-        raise DemoFailure(f"ecrcopy exited with {proc.returncode}")
+    if proc.returncode != expect:
+        raise DemoFailure(f"ecrcopy exited with {proc.returncode}, expected {expect}")
     return proc
-
-
-def cli_env(work: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ECRCOPY_")}
-    env["ECRCOPY_SRC_CREDS"] = f"{SRC_USER}:{SRC_PASSWORD}"
-    env["ECRCOPY_DEST_CREDS"] = f"{DEST_USER}:{DEST_PASSWORD}"
-    env["DOCKER_CONFIG"] = str(work / "docker-config")  # empty: never read the user's own config.json
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def copy_all(
-    repos: Sequence[Repo], source: Registry, destination: Registry, reports: Path, env: dict[str, str]
-) -> list[dict[str, Any]]:
-    """One ``ecrcopy copy`` per repository; the parsed ``--report`` files."""
-    results = []
-    for repo in repos:
-        report = reports / f"{repo.slug}.json"
-        say()
-        run_cli(
-            ["copy", f"{source.host}/{repo.source}", f"{destination.host}/{repo.destination}", "--report", str(report)],
-            env,
-        )
-        data: dict[str, Any] = json.loads(report.read_text())
-        results.append(data)
-    return results
 
 
 # -- checks ------------------------------------------------------------------------------------------
 
 
-class Checks:
-    """Collects pass/fail lines; any failure makes the demo exit 1."""
-
-    def __init__(self) -> None:
-        self.failures: list[str] = []
-
-    def check(self, ok: bool, what: str) -> bool:
-        if not ok:
-            self.failures.append(what)
-            say(f"  MISMATCH  {what}")
-        return ok
-
-
-def verify_images(repos: Sequence[Repo], source: Registry, destination: Registry, checks: Checks) -> int:
-    """Compare every tag (and index child) byte for byte on both sides; returns the number that matched."""
-    matched = 0
-    src_auth = (SRC_USER, SRC_PASSWORD)
-    dst_auth = (DEST_USER, DEST_PASSWORD)
+def verify_images(ecr: EcrEmulator, gl: GitLabEmulator, images: Sequence[Seeded], checks: Checks) -> int:
+    """Fetch every copied tag (and index child) from both sides and compare bytes; the number identical."""
+    identical = 0
     with httpx.Client(timeout=30.0) as http:
-        for repo in repos:
-            dest_tags = sorted(list_tags(destination.url, repo.destination, auth=dst_auth, client=http))
-            checks.check(dest_tags == sorted(repo.tags), f"{repo.destination}: tags {dest_tags} != {sorted(repo.tags)}")
-            for tag, obj in repo.tags.items():
-                src_raw, src_type, src_digest = fetch_manifest(source.url, repo.source, tag, auth=src_auth, client=http)
+        for image in images:
+            destination = f"{PROJECT}/{destination_of(image.repository)}"
+            for tag in image.copied_tags:
+                src_raw, src_type, src_digest = fetch_manifest(
+                    ecr.data_registry.url, image.repository, tag, client=http
+                )
                 dst_raw, dst_type, dst_digest = fetch_manifest(
-                    destination.url, repo.destination, tag, auth=dst_auth, client=http
+                    gl.registry.url, destination, tag, auth=gl.credentials, client=http
                 )
-                same = src_raw == dst_raw and src_type == dst_type and src_digest == dst_digest == obj.digest
-                children_ok = True
-                if isinstance(obj, Index):
-                    for child in obj.children:
-                        raw, _, _ = fetch_manifest(
-                            destination.url, repo.destination, child.digest, auth=dst_auth, client=http
+                same = src_raw == dst_raw and src_type == dst_type and src_digest == dst_digest == image.obj.digest
+                if isinstance(image.obj, Index):
+                    for child in image.obj.children:
+                        raw = fetch_manifest(
+                            gl.registry.url, destination, child.digest, auth=gl.credentials, client=http
                         )
-                        children_ok = children_ok and raw == child.raw
-                verdict = "identical" if same and children_ok else "DIFFERENT"
-                name = f"{repo.destination}:{tag}"
-                say(f"  {name:<38} {_KIND.get(dst_type, dst_type):<22} {short(dst_digest)}  {verdict}")
-                if checks.check(same and children_ok, f"{repo.destination}:{tag} differs from {repo.source}:{tag}"):
-                    matched += 1
-    return matched
-
-
-def totals(reports: Sequence[dict[str, Any]]) -> dict[str, int]:
-    keys = ("images", "copied", "skipped", "failed", "blobs_uploaded", "blobs_mounted", "blobs_existing")
-    return {k: sum(int(r["totals"][k]) for r in reports) for k in keys} | {
-        "manifests_pushed": sum(int(r["totals"]["manifests_pushed"]) for r in reports)
-    }
-
-
-def statuses(reports: Sequence[dict[str, Any]]) -> list[tuple[str, str, str | None]]:
-    return [(i["destination"], i["status"], i.get("reason")) for r in reports for i in r["images"]]
-
-
-# -- step 6: one run through the Python API ----------------------------------------------------------
-
-
-async def copy_in_one_run(repos: Sequence[Repo], source: Registry, destination: Registry) -> CopyReport:
-    """Every repository through one :class:`~ecrcopy.Copier`, which remembers where blobs already are."""
-    reports = []
-    async with Copier(
-        source_credentials=(SRC_USER, SRC_PASSWORD), destination_credentials=(DEST_USER, DEST_PASSWORD)
-    ) as copier:
-        for repo in repos:
-            reports.append(
-                await copier.copy_repository(
-                    f"{source.host}/{repo.source}", f"{destination.host}/{API_PROJECT}/{repo.source}"
+                        same = same and raw[0] == child.raw
+                verdict = "identical" if same else "DIFFERENT"
+                name = f"{image.repository}:{tag}"
+                say(
+                    f"  {name:<28} -> {destination_of(image.repository) + ':' + tag:<28} {short(dst_digest)}  {verdict}"
                 )
-            )
-    return CopyReport.merge(reports)
+                if checks.check(same, f"{destination}:{tag} differs from ECR {image.repository}:{tag}"):
+                    identical += 1
+        # nothing else arrived: no invalid tag, no untagged image as a tag
+        for repository in sorted({i.repository for i in images}):
+            destination = f"{PROJECT}/{destination_of(repository)}"
+            expected = sorted(t for i in images if i.repository == repository for t in i.copied_tags)
+            found = sorted(list_tags(gl.registry.url, destination, auth=gl.credentials, client=http))
+            checks.check(found == expected, f"{destination} has tags {found}, expected {expected}")
+    return identical
+
+
+def distinct_blobs(images: Sequence[Seeded]) -> tuple[int, int]:
+    """(distinct blobs of the copied images, blobs that also belong in another repository)."""
+    per_repository: dict[str, set[str]] = {}
+    for image in images:
+        if image.copied_tags:
+            per_repository.setdefault(image.repository, set()).update(b.digest for b in image.obj.blobs)
+    everything = set().union(*per_repository.values())
+    return len(everything), sum(len(s) for s in per_repository.values()) - len(everything)
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def junit_counts(path: Path) -> tuple[int, int, int]:
+    """(test cases, failures, skipped) of a JUnit file."""
+    suite = ET.parse(path).getroot().find("testsuite")  # noqa: S314 - our own file
+    if suite is None:
+        raise DemoFailure(f"{path.name} has no <testsuite>")
+    cases = suite.findall("testcase")
+    failures = sum(1 for c in cases if c.find("failure") is not None)
+    skipped = sum(1 for c in cases if c.find("skipped") is not None)
+    return len(cases), failures, skipped
 
 
 # -- main --------------------------------------------------------------------------------------------
 
 
 def preflight() -> None:
-    missing = [tool for tool in ("docker-registry", "htpasswd") if shutil.which(tool) is None]
+    missing = [] if shutil.which("docker-registry") else ["docker-registry"]
     try:
         import cryptography  # noqa: F401
         import jwt  # noqa: F401
+        import moto  # noqa: F401
     except ImportError:
         missing.append("the test extras (pip install -e '.[test]')")
     if missing:
@@ -336,97 +355,180 @@ def run() -> int:
     started = time.monotonic()
     preflight()
     checks = Checks()
-    repos = catalogue()
-    n_images = sum(len(r.tags) for r in repos)
+    images = catalogue()
+    repositories = sorted({i.repository for i in images})
+    copied_tags = sum(len(i.copied_tags) for i in images)
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ecrcopy-demo-")))
-        reports_dir = work / "reports"
-        step("1. Start an ECR-like source and a GitLab-like destination registry")
-        ecr = stack.enter_context(Registry(work / "ecr", htpasswd={SRC_USER: SRC_PASSWORD}))
-        tokens = stack.enter_context(TokenServer(users={DEST_USER: DEST_PASSWORD}))
-        gitlab = stack.enter_context(Registry(work / "gitlab", token_auth=tokens))
-        say(f"  source       {ecr.url}   Basic auth, user {SRC_USER!r} (as Amazon ECR)")
-        say(f"  destination  {gitlab.url}   Bearer JWTs from {tokens.realm} (as GitLab)")
-        say(f"  work dir     {work} (removed at the end)")
+        step("1. Start an emulated Amazon ECR and an emulated GitLab container registry")
+        ecr = stack.enter_context(EcrEmulator(work / "ecr"))
+        gl = stack.enter_context(GitLabEmulator(work / "gitlab", project_path=PROJECT))
+        say(f"  ECR API         {ecr.api_url}   moto, as {ecr.region} for account {ecr.account_id}")
+        say(f"  ECR registry    {ecr.data_url}   plays {ecr.registry_host}; blobs redirect to S3")
+        say(f"  GitLab registry {gl.registry_url}   JWTs from {gl.tokens.realm}, project {PROJECT}")
+        say(f"  work dir        {work} (removed at the end)")
 
-        step(f"2. Push {n_images} tags in {len(repos)} repositories to the source")
-        seed(ecr, repos)
+        step(f"2. Fill ECR: {len(images)} images in {len(repositories)} repositories")
+        seed(ecr, images)
+        n_blobs, n_shared = distinct_blobs(images)
+        say(f"  {copied_tags} valid OCI tags to copy; {n_blobs} distinct blobs, {n_shared} of them needed again")
+        say("  in other repositories. 'data/etl/nightly' is three levels deep: GitLab allows two below the")
+        say("  project, so it becomes 'data/etl-nightly'.")
+        ecr.reset_calls()
+        ecr_calls: list[str] = []
 
-        step("3. Copy each repository with the CLI")
-        say(f"  credentials: ECRCOPY_SRC_CREDS={SRC_USER}:*** ECRCOPY_DEST_CREDS={DEST_USER}:***")
-        env = cli_env(work)
-        gitlab.reset()
-        first = copy_all(repos, ecr, gitlab, reports_dir, env)
-        uploads, mounts, manifest_puts = gitlab.blob_uploads(), len(gitlab.mounts()), len(gitlab.manifest_puts())
-        t1 = totals(first)
-        checks.check(t1["copied"] == n_images, f"first run copied {t1['copied']} of {n_images} images")
-        checks.check(
-            uploads == t1["blobs_uploaded"],
-            f"registry log shows {uploads} blob uploads, the reports {t1['blobs_uploaded']}",
-        )
-        checks.check(
-            mounts == t1["blobs_mounted"], f"registry log shows {mounts} mounts, the reports {t1['blobs_mounted']}"
-        )
-        checks.check(
-            manifest_puts == t1["manifests_pushed"],
-            f"registry log shows {manifest_puts} manifest PUTs, the reports {t1['manifests_pushed']}",
-        )
+        step("3. Dry run: the plan, the estimated size, and nothing written")
+        env = ci_env(ecr, gl, work / "docker-config")
+        (work / "docker-config").mkdir()
+        show_env(env)
         say()
-        say(f"  --report {reports_dir.name}/{repos[1].slug}.json, abridged:")
-        sample = first[1]
-        abridged = {k: sample[k] for k in ("ok", "totals", "duration_seconds")}
-        abridged["images"] = [{k: sample["images"][0][k] for k in ("source", "status", "digest", "blobs_uploaded")}]
-        say(indent(json.dumps(abridged, indent=2)))
-
-        step("4. Verify: the destination serves the same manifest bytes as the source")
-        matched = verify_images(repos, ecr, gitlab, checks)
-
-        step("5. Run the same copies again: everything is up to date")
-        gitlab.reset()
-        second = copy_all(repos, ecr, gitlab, reports_dir, env)
-        writes = gitlab.writes()
-        t2 = totals(second)
-        for destination, status, reason in statuses(second):
-            checks.check(status == "skipped" and reason == "up-to-date", f"second run: {destination} is {status}")
-        checks.check(not writes, f"second run wrote to the destination: {[f'{w.method} {w.path}' for w in writes]}")
-
-        step("6. Copy all repositories in ONE run with the Python API")
-        say(f"  async with ecrcopy.Copier(...) as copier: await copier.copy_repository(...) -> {API_PROJECT}/...")
-        gitlab.reset()
-        one_run = anyio.run(copy_in_one_run, repos, ecr, gitlab)
-        api_uploads, api_mounts = gitlab.blob_uploads(), len(gitlab.mounts())
-        for result in one_run.images:
-            name = result.destination.split("/", 1)[1]
-            say(
-                f"  {result.status:<8} {name:<34} {result.blobs_uploaded} uploaded, "
-                f"{result.blobs_mounted} mounted, {result.blobs_existing} existing"
-            )
-        checks.check(one_run.ok and one_run.totals.copied == n_images, "the single-run copy did not copy every image")
-        checks.check(
-            api_uploads == one_run.totals.blobs_uploaded and api_mounts == one_run.totals.blobs_mounted,
-            f"single run: registry log shows {api_uploads} uploads and {api_mounts} mounts, the report "
-            f"{one_run.totals.blobs_uploaded} and {one_run.totals.blobs_mounted}",
+        gl.registry.reset()
+        plan_path = work / "plan.json"
+        run_cli(["migrate", "--dry-run", "--report", str(plan_path)], env)
+        dry_writes = gl.registry.writes()
+        dry_report = load_report(plan_path)
+        planned = dry_report["totals"]["planned"]
+        say(
+            f"  plan.json: {planned} images planned; 'plan' says {dry_report['plan']['tags']} tags, "
+            f"~{mb(dry_report['plan']['estimated_bytes'])} estimated, "
+            f"{dry_report['plan']['already_present_bytes']} bytes already in GitLab"
         )
-        checks.check(api_mounts > 0, "the single-run copy mounted nothing")
+        checks.check(not dry_writes, f"the dry run wrote {len(dry_writes)} times to the GitLab registry")
+        checks.check(planned == copied_tags, f"the dry run planned {planned} tags, expected {copied_tags}")
+
+        say()
+        say("  In GitLab CI, 'parallel: N' sets CI_NODE_INDEX/CI_NODE_TOTAL and each job takes its own share of")
+        say("  the repositories, balanced by size (only the plan line of each dry run is shown):")
+        shares: list[set[str]] = []
+        for index in (1, 2):
+            share_path = work / f"plan-{index}.json"
+            share_env = {**env, "CI_NODE_INDEX": str(index), "CI_NODE_TOTAL": "2"}
+            run_cli(["migrate", "--dry-run", "--quiet", "--report", str(share_path)], share_env, only="plan")
+            shares.append({i["source"] for i in load_report(share_path)["images"]})
+        everything = {i["source"] for i in dry_report["images"]}
+        checks.check(
+            not shares[0] & shares[1] and shares[0] | shares[1] == everything,
+            "the two shards do not split the plan exactly",
+        )
+        say(f"  the two shares hold {len(shares[0])} + {len(shares[1])} of the {len(everything)} report entries, no overlap")
+
+        step("4. Migrate, with a JSON report and a JUnit report for GitLab's Tests tab")
+        report_path, junit_path = work / "report.json", work / "junit.xml"
+        gl.registry.reset()
+        ecr_calls += ecr.calls
+        ecr.reset_calls()
+        ecr.data_proxy.reset()
+        ecr.blob_server.reset()
+        run_cli(["migrate", "--report", str(report_path), "--junit", str(junit_path)], env)
+        uploads, mounts, manifest_puts = (
+            gl.registry.blob_uploads(),
+            len(gl.registry.mounts()),
+            gl.registry.manifest_puts(),
+        )
+        upload_digests = [
+            r.query
+            for r in gl.registry.requests()
+            if r.method == "PUT" and r.status == 201 and "/blobs/uploads/" in r.path
+        ]
+        report = load_report(report_path)
+        totals, plan = report["totals"], report["plan"]
+
+        step("5. Check the result")
+        say("  a) every tag, fetched from both registries (manifest bytes, media type, digest, index children):")
+        identical = verify_images(ecr, gl, images, checks)
+        statuses = Counter((i["status"], i["reason"]) for i in report["images"])
+        checks.check(report["ok"] is True, "the report says ok: false")
+        checks.check(
+            totals["copied"] == copied_tags, f"the report has {totals['copied']} copied, expected {copied_tags}"
+        )
+        checks.check(statuses[("skipped", "invalid_tag")] == 1, "the non-OCI tag was not reported skipped/invalid_tag")
+        checks.check(
+            plan["destinations"].get("data/etl/nightly") == "data/etl-nightly", "wrong name for data/etl/nightly"
+        )
+
+        say()
+        say("  b) the report against the GitLab registry's own access log:")
+        say(f"     {'':<28} {'report':>7} {'registry log':>13}")
+        for label, mine, theirs in (
+            ("blobs uploaded", totals["blobs_uploaded"], uploads),
+            ("blobs mounted (not re-sent)", totals["blobs_mounted"], mounts),
+            ("manifests pushed", totals["manifests_pushed"], len(manifest_puts)),
+        ):
+            say(f"     {label:<28} {mine:>7} {theirs:>13}")
+            checks.check(mine == theirs, f"{label}: the report says {mine}, the registry log {theirs}")
+        checks.check(uploads == n_blobs, f"{uploads} blob uploads for {n_blobs} distinct blobs")
+        checks.check(len(set(upload_digests)) == len(upload_digests), "a blob was uploaded twice")
+        say(f"     each of the {n_blobs} distinct blobs was uploaded once; shared layers were mounted")
+        say(
+            f"     {mb(totals['bytes_uploaded'])} uploaded; the plan estimated ~{mb(plan['estimated_bytes'])}"
+            " from ECR's image sizes,\n     which count a shared layer once per image"
+        )
+
+        say()
+        cases, failures, skipped = junit_counts(junit_path)
+        say(f"  c) junit.xml: {cases} test cases, {failures} failures, {skipped} skipped (the non-OCI tag)")
+        checks.check(cases == len(report["images"]) and failures == 0 and skipped == 1, "junit.xml disagrees")
+        say(
+            f"     report 'plan': {plan['repositories']} repositories, {plan['tags']} tags, {plan['untagged']} untagged"
+            f" images, {plan['tags_invalid']} invalid tag, shard {plan['shard']}"
+        )
+        children = sum(len(i.obj.children) for i in images if isinstance(i.obj, Index))
+        say(
+            f"     ({plan['untagged']} untagged: ECR lists the {children} platform images of the multi-arch indexes"
+            " as untagged;\n      they are copied with their index. The other one is the untagged shop/api build,"
+            " not copied.)"
+        )
+
+        say()
+        ecr_calls += ecr.calls
+        calls = Counter(ecr.calls)
+        say("  d) the ECR API calls of this run (the emulator records each one):")
+        say("     " + ", ".join(f"{name} x{n}" for name, n in sorted(calls.items())))
+        outside = sorted(set(ecr_calls) - ALLOWED_ACTIONS)
+        checks.check(not outside, f"calls outside ecrcopy.ALLOWED_ACTIONS: {outside}")
+        say(
+            f"     all within ecrcopy.ALLOWED_ACTIONS, the {len(ALLOWED_ACTIONS)} read-only actions of"
+            " docs/iam-policy.json"
+        )
+        redirected = sum(1 for r in ecr.data_proxy.requests if r.status == 307)
+        s3 = len(ecr.blob_server.requests)
+        say(f"     ECR data plane: {redirected} blob reads redirected to the S3 stand-in, which served {s3};")
+        say(f"     {ecr.blob_server.rejected_auth} of them carried an Authorization header (S3 would refuse it)")
+        checks.check(ecr.blob_server.rejected_auth == 0, "a request to S3 carried Authorization")
+
+        step("6. Run the migration again: everything is up to date, nothing is written")
+        gl.registry.reset()
+        ecr.reset_calls()
+        again_path = work / "again.json"
+        run_cli(["migrate", "--quiet", "--report", str(again_path)], env)
+        ecr_calls += ecr.calls
+        again = load_report(again_path)
+        writes = gl.registry.writes()
+        again_status = Counter((i["status"], i["reason"]) for i in again["images"])
+        checks.check(
+            again_status == Counter({("skipped", "up-to-date"): copied_tags, ("skipped", "invalid_tag"): 1}),
+            f"second run: {dict(again_status)}",
+        )
+        checks.check(
+            not writes, f"the second run wrote to the GitLab registry: {[f'{w.method} {w.path}' for w in writes]}"
+        )
+        checks.check(not set(ecr_calls) - ALLOWED_ACTIONS, "calls outside ecrcopy.ALLOWED_ACTIONS")
+        say(
+            f"  {again_status[('skipped', 'up-to-date')]} skipped as up-to-date (one HEAD each), "
+            f"{len(writes)} writes to the GitLab registry"
+        )
 
         step("Summary")
-        say(f"  images        {n_images} tags in {len(repos)} repositories, {matched} byte-identical on both sides")
+        say(f"  ECR             {len(repositories)} repositories, {len(images)} images, {copied_tags} tags to copy")
+        say(f"  dry run         {planned} planned, ~{mb(plan['estimated_bytes'])} estimated, {len(dry_writes)} writes")
         say(
-            f"  first run     {t1['copied']} copied; destination log: {uploads} blob uploads, {mounts} mounts, "
-            f"{manifest_puts} manifest PUTs"
+            f"  migration       {totals['copied']} copied ({identical} byte-identical), 1 invalid tag skipped; "
+            f"{uploads} blob uploads, {mounts} mounts, {len(manifest_puts)} manifest PUTs"
         )
-        say(f"  second run    {t2['skipped']} skipped (up-to-date); {len(writes)} writes to the destination")
-        say(
-            f"  one run (API) {one_run.totals.copied} copied; destination log: {api_uploads} blob uploads, "
-            f"{api_mounts} mounts"
-        )
-        if api_mounts > mounts:
-            say(
-                "  note          each 'ecrcopy copy' is a run of its own and mounts only from repositories it filled"
-                "\n                itself, so one CLI run per repository uploads shared base layers once per"
-                "\n                repository; one run for all repositories uploads each blob once and mounts it."
-            )
-        say(f"  took          {time.monotonic() - started:.1f} s; registries stopped, {work} removed")
+        say(f"  second run      {again['totals']['skipped']} skipped, {len(writes)} writes")
+        say(f"  ECR API         {len(ecr_calls)} calls, all read-only: {', '.join(sorted(set(ecr_calls)))}")
+        say(f"  took            {time.monotonic() - started:.1f} s")
+    say(f"  stopped both emulators, removed {work}")
     if checks.failures:
         say()
         say(f"FAILED: {len(checks.failures)} check(s) did not match:")
@@ -434,7 +536,8 @@ def run() -> int:
             say(f"  - {failure}")
         return 1
     say()
-    say("OK: every image copied byte-exact, the second run was a no-op.")
+    say("OK: every ECR tag arrived in GitLab byte-exact, the report matches the registry, a rerun is a no-op.")
+    say("Next: docs/migrating-from-ecr.md walks through the same migration in GitLab CI.")
     return 0
 
 
@@ -449,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\ndemo failed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted: registries stopped, temporary files removed", file=sys.stderr)
+        print("\ninterrupted: emulators stopped, temporary files removed", file=sys.stderr)
         return 130
 
 
