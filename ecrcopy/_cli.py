@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -21,14 +22,12 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 
 from . import __version__
@@ -171,35 +170,35 @@ def options_from(args: argparse.Namespace) -> CopyOptions:
 
 
 class Reporter:
-    """Progress on a TTY (rich: images done/seen, bytes, rate), else one plain line per finished image."""
+    """Progress on a TTY (images done/total, bytes uploaded, rate, ETA), else one plain line per image."""
 
     def __init__(self, out: TextIO, *, quiet: bool) -> None:
         self.out = out
         self.quiet = quiet
         self._progress: Progress | None = None
-        self._images: TaskID | None = None
-        self._bytes: TaskID | None = None
+        self._task: TaskID | None = None
         self.planned = 0
         self.started = 0
         self.finished = 0
+        self.uploaded = 0
+        self._t0 = time.monotonic()
 
     def __enter__(self) -> Reporter:
         if self.out.isatty() and not self.quiet:
             progress = Progress(
-                TextColumn("{task.description}"),
+                TextColumn("[bold]images"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
+                TextColumn("{task.fields[transfer]}"),
                 TimeElapsedColumn(),
+                TextColumn("ETA"),
                 TimeRemainingColumn(),
                 console=Console(file=self.out),
                 transient=True,
             )
             progress.start()
             self._progress = progress
-            self._images = progress.add_task("images", total=None)
-            self._bytes = progress.add_task("uploaded", total=None)
+            self._task = progress.add_task("images", total=None, transfer="")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -214,13 +213,17 @@ class Reporter:
         elif event.kind == "image_finished" and event.result is not None:
             self.finished += 1
             self.line(event.result)
-        progress = self._progress
-        if progress is None or self._images is None or self._bytes is None:
+        elif event.kind == "bytes_uploaded":
+            self.uploaded += event.bytes
+        if self._progress is None or self._task is None:
             return
-        if event.kind == "bytes_uploaded":
-            progress.update(self._bytes, advance=event.bytes)
-        else:
-            progress.update(self._images, total=max(self.started, self.planned), completed=self.finished)
+        rate = self.uploaded / max(time.monotonic() - self._t0, 1e-3)
+        self._progress.update(
+            self._task,
+            total=max(self.started, self.planned, self.finished),
+            completed=self.finished,
+            transfer=f"{_size(self.uploaded)} uploaded, {_size(rate)}/s",
+        )
 
     def line(self, r: ImageResult) -> None:
         if self.quiet:

@@ -217,7 +217,7 @@ def seed(ecr: EcrEmulator, images: Sequence[Seeded]) -> None:
         ecr.add_image(image.repository, image.obj, list(image.tags))
         tags = ", ".join(image.tags) if image.tags else "(untagged)"
         size = sum(blob.size for blob in image.obj.blobs)
-        say(f"  {image.repository:<17} {tags:<21} {kind(image.obj):<45} {size / MiB:4.1f} MiB")
+        say(f"  {image.repository:<17} {tags:<21} {kind(image.obj):<47} {size / MiB:4.1f} MiB")
 
 
 # -- the CLI -----------------------------------------------------------------------------------------
@@ -410,7 +410,10 @@ def run() -> int:
             not shares[0] & shares[1] and shares[0] | shares[1] == everything,
             "the two shards do not split the plan exactly",
         )
-        say(f"  the two shares hold {len(shares[0])} + {len(shares[1])} of the {len(everything)} report entries, no overlap")
+        say(
+            f"  the two shares hold {len(shares[0])} + {len(shares[1])} of the {len(everything)} report entries,"
+            " no overlap"
+        )
 
         step("4. Migrate, with a JSON report and a JUnit report for GitLab's Tests tab")
         report_path, junit_path = work / "report.json", work / "junit.xml"
@@ -477,6 +480,11 @@ def run() -> int:
             f"     ({plan['untagged']} untagged: ECR lists the {children} platform images of the multi-arch indexes"
             " as untagged;\n      they are copied with their index. The other one is the untagged shop/api build,"
             " not copied.)"
+        )
+        untagged = sum(1 for i in images if not i.tags)
+        checks.check(
+            plan["untagged"] == children + untagged,
+            f"plan counts {plan['untagged']} untagged images, expected {children} index children + {untagged}",
         )
 
         say()
