@@ -6,7 +6,7 @@ PYTHON := .venv/bin/python
 PYTEST_ARGS ?=
 
 help:
-	@echo "make demo    copy images between two throw-away local registries with the real CLI (< 1 min)"
+	@echo "make demo    migrate a local ECR emulation to a local GitLab registry with the real CLI (< 1 min)"
 	@echo "make test    run the test suite (extra pytest arguments: PYTEST_ARGS='-k mount -x')"
 	@echo "make lint    ruff check, ruff format --check, mypy --strict"
 

@@ -112,11 +112,13 @@ class Copier:
         """
         if not self._open:
             raise ConfigurationError("use the Copier inside 'async with Copier(...) as copier:'")
-        client = self._clients.get((host, role))
+        # explicit credentials get a client of their own, so they are never mixed with the defaults
+        key = (host, role if credentials is None else f"{role}#{id(credentials)}")
+        client = self._clients.get(key)
         if client is None:
             if credentials is None:
                 credentials = self._destination_credentials if role == "destination" else self._source_credentials
-            client = self._clients[(host, role)] = RegistryClient(
+            client = self._clients[key] = RegistryClient(
                 host, credentials, self.options, transport=self._transport, scheme=scheme
             )
         return client
@@ -182,15 +184,24 @@ class Copier:
         return report.finish()
 
     async def copy_pairs(
-        self, pairs: Sequence[tuple[Reference, Reference]], *, dry_run: bool = False
+        self,
+        pairs: Sequence[tuple[Reference, Reference]],
+        *,
+        dry_run: bool = False,
+        source_client: RegistryClient | None = None,
+        destination_client: RegistryClient | None = None,
     ) -> list[ImageResult]:
-        """Copy many (source, destination) image references concurrently; results in input order."""
+        """Copy many (source, destination) image references concurrently; results in input order.
+
+        ``source_client`` / ``destination_client`` (from :meth:`client`) serve every pair when given;
+        otherwise each pair's hosts get this copier's shared clients.
+        """
         results: list[ImageResult | None] = [None] * len(pairs)
         emit(self._on_event, ProgressEvent("images_planned", "", "", total=len(pairs)))
 
         async def one(index: int, src: Reference, dst: Reference) -> None:
-            src_client = self.client(src.api_host, role="source")
-            dst_client = self.client(dst.api_host, role="destination")
+            src_client = source_client or self.client(src.api_host, role="source")
+            dst_client = destination_client or self.client(dst.api_host, role="destination")
             results[index] = await self._copy_one(src, dst, src_client, dst_client, dry_run=dry_run)
 
         await _run_all(

@@ -23,6 +23,9 @@ class GitLabDestination(BaseModel):
     image_prefix: str = Field(description="registry host and project path, e.g. registry.gitlab.com/group/project")
     username: str | None = None
     password: SecretStr | None = None
+    project_path: str | None = Field(
+        None, description="the GitLab project (CI_PROJECT_PATH); GitLab allows two levels below it"
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> GitLabDestination:
@@ -36,7 +39,12 @@ class GitLabDestination(BaseModel):
         username, password = env.get("CI_REGISTRY_USER"), env.get("CI_REGISTRY_PASSWORD")
         if not (username and password) and env.get("CI_JOB_TOKEN"):
             username, password = "gitlab-ci-token", env["CI_JOB_TOKEN"]
-        values: dict[str, Any] = {"image_prefix": prefix, "username": username or None, "password": password or None}
+        values: dict[str, Any] = {
+            "image_prefix": prefix,
+            "username": username or None,
+            "password": password or None,
+            "project_path": (env.get("CI_PROJECT_PATH") or "").lower() or None,
+        }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if not values["image_prefix"]:
             raise ConfigurationError("no destination: set CI_REGISTRY_IMAGE (GitLab CI does) or pass --to")
@@ -48,6 +56,16 @@ class GitLabDestination(BaseModel):
         if not ref.is_repository:
             raise ConfigurationError(f"destination {self.image_prefix!r} must be host/path without a tag")
         return ref
+
+    def levels_below_project(self) -> int:
+        """How many path levels the prefix already sits below the project (0 when unknown)."""
+        if not self.project_path:
+            return 0
+        path = self.prefix().repository
+        project = self.project_path.strip("/")
+        if path == project or not path.startswith(project + "/"):
+            return 0
+        return path[len(project) + 1 :].count("/") + 1
 
     def credentials(self) -> CredentialsLike:
         """Explicit credentials when set; None means Docker's config.json."""

@@ -11,7 +11,7 @@ from pydantic import Field
 from ._client import RegistryClient, push_scope
 from ._credentials import CredentialProvider, as_provider
 from ._ecr import EcrApi, EcrCredentials, EcrSource, host_of, inventory
-from ._exceptions import ConfigurationError, EcrcopyError, InvalidReference
+from ._exceptions import ConfigurationError, EcrcopyError, InvalidReference, RegistryUnavailable
 from ._gitlab import GitLabDestination
 from ._plan import MigrationOptions, Plan, PlanSummary, build_plan
 from ._reference import Reference, is_loopback_host
@@ -48,7 +48,20 @@ async def run_migration(
     await dst_client.auth.headers(frozenset({push_scope(prefix.repository)}))
     await src_client.auth.ping()
 
-    repositories = await inventory(api)
+    try:
+        repositories = await inventory(api)
+    except EcrcopyError as exc:
+        if exc.fatal:
+            raise
+        raise RegistryUnavailable(f"cannot list the ECR registry: {exc}") from None
+    extra = destination.levels_below_project()
+    if extra:
+        if options.max_depth - extra < 1:
+            raise ConfigurationError(
+                f"destination {prefix} is already {extra} levels below the project: GitLab allows "
+                f"{options.max_depth}, so nothing fits below it"
+            )
+        options = options.model_copy(update={"max_depth": options.max_depth - extra})
     plan = build_plan(repositories, options)
     pairs = _pairs(plan, src_host, prefix)
     report.plan = plan.summary
@@ -62,11 +75,11 @@ async def run_migration(
     if options.dry_run:
         report.images.extend(await _dry_run(copier, dst_client, plan, pairs))
     else:
-        report.images.extend(await copier.copy_pairs(pairs))
+        report.images.extend(await copier.copy_pairs(pairs, source_client=src_client, destination_client=dst_client))
     for skipped in plan.skipped:
         result = ImageResult(
             source=f"{src_host}/{skipped.repository}:{skipped.tag}",
-            destination=f"{prefix}/{plan.destinations[skipped.repository]}",
+            destination=f"{prefix}/{plan.destinations[skipped.repository]}:{skipped.tag}",
             digest=skipped.digest,
             status="skipped",
             reason=skipped.reason,
@@ -121,8 +134,10 @@ async def _dry_run(
         elif existing is not None:
             result.reason = "conflict"
             result.error = f"{dst} holds {existing.digest}; the plan would {copier.options.on_conflict} it"
+        copier.emit(ProgressEvent("image_finished", result.source, result.destination, result=result))
         results.append(result)
 
+    copier.emit(ProgressEvent("images_planned", "", "", total=len(pairs)))
     async with anyio.create_task_group() as tg:
         for i in range(len(pairs)):
             tg.start_soon(one, i)

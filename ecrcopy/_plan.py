@@ -162,7 +162,9 @@ class PlanSummary(BaseModel):
     repositories_excluded: int = 0
     images: int = 0
     tags: int = 0
-    untagged: int = 0
+    untagged: int = Field(
+        0, description="untagged ECR images: index children, referrers and dangling images (not copied alone)"
+    )
     tags_filtered: int = 0
     tags_invalid: int = 0
     estimated_bytes: int = 0
@@ -267,13 +269,16 @@ def build_plan(repositories: Iterable[EcrRepository], options: MigrationOptions)
 
     per_repo: dict[str, list[PlannedImage]] = {}
     skipped: list[SkippedTag] = []
+    untagged: dict[str, int] = {}
+    filtered: dict[str, int] = {}
     for repo in selected:
         tagged = [i for i in repo.images if i.tags]
-        summary.untagged += len(repo.images) - len(tagged)
+        untagged[repo.name] = len(repo.images) - len(tagged)
+        dropped = 0
         if options.pushed_since is not None:
             since = options.pushed_since
             kept = [i for i in tagged if i.pushed_at is not None and i.pushed_at >= since]
-            summary.tags_filtered += sum(len(i.tags) for i in tagged if i not in kept)
+            dropped += sum(len(i.tags) for i in tagged if i not in kept)
             tagged = kept
         if options.newest is not None:
             ordered = sorted(
@@ -281,21 +286,22 @@ def build_plan(repositories: Iterable[EcrRepository], options: MigrationOptions)
                 key=lambda i: (i.pushed_at or datetime.min.replace(tzinfo=UTC), i.digest),
                 reverse=True,
             )
-            summary.tags_filtered += sum(len(i.tags) for i in ordered[options.newest :])
+            dropped += sum(len(i.tags) for i in ordered[options.newest :])
             tagged = ordered[: options.newest]
         planned: list[PlannedImage] = []
         for image in tagged:
             for tag in sorted(image.tags):
+                if tag_re is not None and not tag_re.fullmatch(tag):
+                    dropped += 1
+                    continue
                 if not is_valid_tag(tag):
                     skipped.append(SkippedTag(repo.name, tag, image.digest, "invalid_tag"))
-                    continue
-                if tag_re is not None and not tag_re.fullmatch(tag):
-                    summary.tags_filtered += 1
                     continue
                 planned.append(
                     PlannedImage(repo.name, tag, image.digest, destinations[repo.name], image.size, image.pushed_at)
                 )
         per_repo[repo.name] = sorted(planned, key=lambda p: p.tag)
+        filtered[repo.name] = dropped
 
     weights = {name: _estimated_bytes(images) for name, images in per_repo.items()}
     shards = shard_repositories(weights, options.shard.total)
@@ -304,6 +310,8 @@ def build_plan(repositories: Iterable[EcrRepository], options: MigrationOptions)
     for name in sorted(mine):
         plan.images.extend(per_repo[name])
     plan.skipped = [s for s in skipped if s.repository in mine]
+    summary.untagged = sum(untagged[n] for n in mine)
+    summary.tags_filtered = sum(filtered[n] for n in mine)
     summary.repositories = len(mine)
     summary.images = len({(p.repository, p.digest) for p in plan.images})
     summary.tags = len(plan.images)

@@ -206,7 +206,7 @@ def test_dry_run_writes_nothing(ecr: EcrEmulator, gitlab_ci: GitLabEmulator) -> 
     assert gl.registry.writes() == []
     assert "estimated" in proc.stdout and "already at the destination" in proc.stdout
     assert "planned" in proc.stdout
-    plan_line = next(line for line in proc.stdout.splitlines() if line.startswith("plan"))
+    plan_line = next(line for line in proc.stdout.splitlines() if line.startswith("plan ("))
     assert "4 of 4 repositories" in plan_line and f"{len(EXPECTED)} tags" in plan_line
 
 

@@ -123,3 +123,26 @@ def test_plans_of_all_shards_cover_every_image_once(n: int, total: int) -> None:
         plan = build_plan(repos, MigrationOptions(shard=Shard(index, total)))
         seen.extend((p.repository, p.tag) for p in plan.images)
     assert sorted(seen) == sorted((f"svc{i}", t) for i in range(n) for t in ("v1", "v2"))
+
+
+def test_tag_filter_applies_before_tag_validation_and_counts_are_per_shard() -> None:
+    repo = EcrRepository("svc", (_image(1, "v1", "bad tag!"), _image(2)))
+    plan = build_plan([repo], MigrationOptions(tag_pattern="v[0-9]+"))
+    assert [p.tag for p in plan.images] == ["v1"] and plan.skipped == []
+    repos = [EcrRepository(f"r{i}", (_image(i, "v1", size=10 + i), _image(100 + i))) for i in range(4)]
+    shares = [build_plan(repos, MigrationOptions(shard=Shard(i, 2))).summary for i in (1, 2)]
+    assert [s.untagged for s in shares] == [2, 2]
+
+
+def test_destination_depth_counts_from_the_project() -> None:
+    from ecrcopy import GitLabDestination
+
+    env = {"CI_REGISTRY_IMAGE": "registry.example.com/group/project", "CI_PROJECT_PATH": "Group/Project"}
+    assert GitLabDestination.from_env(env).levels_below_project() == 0
+    deeper = GitLabDestination.from_env(env, image_prefix="registry.example.com/group/project/mirror")
+    assert deeper.levels_below_project() == 1
+    assert GitLabDestination.from_env({"CI_REGISTRY_IMAGE": "r.example.com/a/b"}).levels_below_project() == 0
+    with pytest.raises(ConfigurationError, match="CI_REGISTRY_IMAGE"):
+        GitLabDestination.from_env({})
+    job_token = GitLabDestination.from_env({"CI_REGISTRY_IMAGE": "r.example.com/a/b", "CI_JOB_TOKEN": "tok-123"})
+    assert job_token.username == "gitlab-ci-token" and "tok-123" not in repr(job_token)
