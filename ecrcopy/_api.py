@@ -42,6 +42,22 @@ def run_blocking(name: str, func: Callable[[], Awaitable[T]]) -> T:
     return anyio.run(main)
 
 
+async def _with_copier(
+    func: Callable[[Copier], Awaitable[T]],
+    options: CopyOptions | None,
+    source_credentials: CredentialsLike,
+    destination_credentials: CredentialsLike,
+    on_event: EventCallback | None,
+) -> T:
+    async with Copier(
+        options,
+        source_credentials=source_credentials,
+        destination_credentials=destination_credentials,
+        on_event=on_event,
+    ) as copier:
+        return await func(copier)
+
+
 def copy_image(
     source: str,
     destination: str,
@@ -53,17 +69,16 @@ def copy_image(
     dry_run: bool = False,
 ) -> CopyReport:
     """Copy one image with all its platforms; see :meth:`Copier.copy_image`."""
-
-    async def run() -> CopyReport:
-        async with Copier(
+    return run_blocking(
+        "copy_image",
+        lambda: _with_copier(
+            lambda c: c.copy_image(source, destination, dry_run=dry_run),
             options,
-            source_credentials=source_credentials,
-            destination_credentials=destination_credentials,
-            on_event=on_event,
-        ) as copier:
-            return await copier.copy_image(source, destination, dry_run=dry_run)
-
-    return run_blocking("copy_image", run)
+            source_credentials,
+            destination_credentials,
+            on_event,
+        ),
+    )
 
 
 def copy_repository(
@@ -79,19 +94,16 @@ def copy_repository(
     dry_run: bool = False,
 ) -> CopyReport:
     """Copy every tag of a repository (or the chosen ones); see :meth:`Copier.copy_repository`."""
-
-    async def run() -> CopyReport:
-        async with Copier(
+    return run_blocking(
+        "copy_repository",
+        lambda: _with_copier(
+            lambda c: c.copy_repository(source, destination, tags=tags, tag_pattern=tag_pattern, dry_run=dry_run),
             options,
-            source_credentials=source_credentials,
-            destination_credentials=destination_credentials,
-            on_event=on_event,
-        ) as copier:
-            return await copier.copy_repository(
-                source, destination, tags=tags, tag_pattern=tag_pattern, dry_run=dry_run
-            )
-
-    return run_blocking("copy_repository", run)
+            source_credentials,
+            destination_credentials,
+            on_event,
+        ),
+    )
 
 
 def migrate(
@@ -103,9 +115,7 @@ def migrate(
     on_event: EventCallback | None = None,
 ) -> MigrationReport:
     """Migrate ECR to GitLab; every argument defaults from the environment. See :meth:`Copier.migrate`."""
-
-    async def run() -> MigrationReport:
-        async with Copier(copy_options, on_event=on_event) as copier:
-            return await copier.migrate(source, destination, options)
-
-    return run_blocking("migrate", run)
+    return run_blocking(
+        "migrate",
+        lambda: _with_copier(lambda c: c.migrate(source, destination, options), copy_options, None, None, on_event),
+    )

@@ -391,15 +391,13 @@ class RegistryClient:
         the registry's own origin, never to another host.
         """
         url = self._url(repo, f"blobs/{digest}")
-        response = await self._send(
-            "GET",
-            url,
-            [pull_scope(repo)],
-            stream=True,
-            ok=(200, *_REDIRECTS),
-            what=f"GET blob {digest}",
-        )
-        for _ in range(_MAX_REDIRECTS):
+        for _ in range(_MAX_REDIRECTS + 1):
+            if same_origin(url, self.base_url):
+                response = await self._send(
+                    "GET", url, [pull_scope(repo)], stream=True, ok=(200, *_REDIRECTS), what=f"GET blob {digest}"
+                )
+            else:
+                response = await self._send_unauthenticated(url, digest)
             if response.status_code == 200:
                 break
             location = response.headers.get("location")
@@ -407,19 +405,7 @@ class RegistryClient:
             if not location:
                 raise RegistryError(f"GET blob {digest}: redirect without Location")
             url = str(httpx.URL(url).join(location))
-            if same_origin(url, self.base_url):
-                response = await self._send(
-                    "GET",
-                    url,
-                    [pull_scope(repo)],
-                    stream=True,
-                    ok=(200, *_REDIRECTS),
-                    what=f"GET blob {digest}",
-                )
-            else:
-                response = await self._send_unauthenticated(url, digest)
         else:
-            await response.aclose()
             raise RegistryError(f"GET blob {digest}: too many redirects")
         try:
             yield _verified(_raw_chunks(response, _READ_CHUNK), digest, size)

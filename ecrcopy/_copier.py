@@ -32,7 +32,7 @@ from ._options import CopyOptions
 from ._plan import MigrationOptions
 from ._reference import Reference, parse_reference
 from ._report import CopyReport, EventCallback, ImageResult, ProgressEvent, emit
-from ._transfer import BlobOutcome, BlobTransferer, SingleFlight
+from ._transfer import BlobOutcome, BlobTransferer, KeyedLock
 
 __all__ = ["Copier"]
 
@@ -77,7 +77,8 @@ class Copier:
         self._transport = transport
         self._clients: dict[tuple[str, str], RegistryClient] = {}
         self._transferer = BlobTransferer(self.options)
-        self._child_manifests = SingleFlight()
+        self._child_locks = KeyedLock()
+        self._children_pushed: set[tuple[str, str, str]] = set()
         self._image_slots = anyio.CapacityLimiter(self.options.image_concurrency)
         self._open = False
 
@@ -336,7 +337,11 @@ class Copier:
                     work.result.manifests_pushed += 1
 
                 # two tags of one index copied at once push each child once
-                await self._child_manifests.run((dst_client.host, dst_repo, digest), push_child)
+                key = (dst_client.host, dst_repo, digest)
+                async with self._child_locks.hold(key):
+                    if key not in self._children_pushed:
+                        await push_child()
+                        self._children_pushed.add(key)
 
             await _run_all(
                 [lambda d=d: child(d.digest, d.media_type) for d in children],  # type: ignore[misc]

@@ -12,7 +12,8 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
@@ -22,7 +23,7 @@ from ._exceptions import RateLimited, RegistryError, RegistryServerError, Transf
 from ._models import Descriptor
 from ._options import CopyOptions
 
-__all__ = ["BlobOutcome", "BlobTransferer", "SingleFlight"]
+__all__ = ["BlobOutcome", "BlobTransferer", "KeyedLock"]
 
 log = logging.getLogger("ecrcopy")
 
@@ -41,30 +42,23 @@ class BlobResult:
     bytes_uploaded: int = 0
 
 
-class SingleFlight:
-    """Runs work at most once per key: concurrent callers wait for the running one, later ones skip."""
+class KeyedLock:
+    """One holder per key at a time (FIFO); locks exist only while someone holds or awaits them."""
 
     def __init__(self) -> None:
-        self._done: set[Hashable] = set()
-        self._inflight: dict[Hashable, anyio.Event] = {}
+        self._locks: dict[Hashable, tuple[anyio.Lock, list[int]]] = {}
 
-    async def run(self, key: Hashable, work: Callable[[], Awaitable[None]]) -> bool:
-        """True when this call did the work; False when it was done (or is done meanwhile) elsewhere."""
-        while key not in self._done:
-            event = self._inflight.get(key)
-            if event is None:
-                break
-            await event.wait()
-        else:
-            return False
-        event = self._inflight[key] = anyio.Event()
+    @asynccontextmanager
+    async def hold(self, key: Hashable) -> AsyncIterator[None]:
+        lock, users = self._locks.setdefault(key, (anyio.Lock(), [0]))
+        users[0] += 1
         try:
-            await work()
-            self._done.add(key)
-            return True
+            async with lock:
+                yield
         finally:
-            del self._inflight[key]
-            event.set()
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[key]
 
 
 class BlobTransferer:
@@ -73,7 +67,7 @@ class BlobTransferer:
     def __init__(self, options: CopyOptions) -> None:
         self._options = options
         self._known: dict[tuple[str, str], list[str]] = {}
-        self._inflight: dict[tuple[str, str], anyio.Event] = {}
+        self._flights = KeyedLock()
         self._upload_slots = anyio.CapacityLimiter(options.blob_concurrency)
 
     def remember(self, host: str, repo: str, digest: str) -> None:
@@ -95,23 +89,15 @@ class BlobTransferer:
         on_bytes: Callable[[int], None] | None = None,
     ) -> BlobResult:
         """Make ``blob`` present in ``dst/dst_repo``, doing as little as possible."""
-        key = (dst.host, blob.digest)
-        while True:
+        if self.known_in(dst.host, dst_repo, blob.digest):
+            return BlobResult(BlobOutcome.EXISTING)
+        # one transfer per (destination registry, digest): whoever waits then finds it known, or mounts it
+        async with self._flights.hold((dst.host, blob.digest)):
             if self.known_in(dst.host, dst_repo, blob.digest):
                 return BlobResult(BlobOutcome.EXISTING)
-            event = self._inflight.get(key)
-            if event is None:
-                break
-            await event.wait()
-        event = anyio.Event()
-        self._inflight[key] = event
-        try:
             result = await self._transfer(src, src_repo, dst, dst_repo, blob, on_bytes)
             self.remember(dst.host, dst_repo, blob.digest)
             return result
-        finally:
-            del self._inflight[key]
-            event.set()
 
     async def _transfer(
         self,
