@@ -133,6 +133,7 @@ def measure(
     with TokenServer(users={DST[0]: DST[1]}) as tokens, Registry(workdir / tool, token_auth=tokens) as dest:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ECRCOPY_")}
         env["DOCKER_CONFIG"] = str(workdir / "empty-docker-config")
+        env["XDG_CACHE_HOME"] = str(workdir / f"cache-{len(tool)}-{time.monotonic_ns()}")  # a cold cache per tool
         if tool == "skopeo sync":
             commands = [
                 [

@@ -32,6 +32,7 @@ from rich.progress import (
 
 from . import __version__
 from ._api import run_blocking
+from ._cache import default_cache_path
 from ._copier import Copier
 from ._credentials import Credentials, CredentialsLike, parse_user_pass
 from ._ecr import EcrSource
@@ -140,6 +141,14 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, metavar="N", help="images copied at the same time (default 4)")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST", help="speak plain http to HOST")
     p.add_argument("--dry-run", action="store_true", help="show what would be copied; write nothing")
+    p.add_argument(
+        "--blob-cache",
+        type=Path,
+        metavar="PATH",
+        help="where this machine remembers blob locations for later runs' mounts "
+        "(default: $XDG_CACHE_HOME/ecrcopy/blob-locations-v1.json)",
+    )
+    p.add_argument("--no-blob-cache", action="store_true", help="do not read or write the blob location cache")
     p.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
     p.add_argument("--quiet", "-q", action="store_true", help="only the summary")
 
@@ -161,6 +170,7 @@ def options_from(args: argparse.Namespace) -> CopyOptions:
     values: dict[str, object] = {
         "on_conflict": args.on_conflict,
         "insecure_registries": tuple(args.insecure_registry),
+        "blob_cache": None if args.no_blob_cache or args.dry_run else (args.blob_cache or default_cache_path()),
     }
     if args.concurrency is not None:
         if args.concurrency < 1:

@@ -21,6 +21,7 @@ import anyio
 import httpx
 
 from . import _mediatypes as mt
+from ._cache import BlobHints
 from ._client import RegistryClient
 from ._credentials import CredentialProvider, CredentialsLike, as_provider
 from ._ecr import EcrSource
@@ -76,13 +77,16 @@ class Copier:
         self._on_event = on_event
         self._transport = transport
         self._clients: dict[tuple[str, str], RegistryClient] = {}
-        self._transferer = BlobTransferer(self.options)
+        self._hints = BlobHints(self.options.blob_cache) if self.options.blob_cache else None
+        self._transferer = BlobTransferer(self.options, self._hints)
         self._child_locks = KeyedLock()
         self._children_pushed: set[tuple[str, str, str]] = set()
         self._image_slots = anyio.CapacityLimiter(self.options.image_concurrency)
         self._open = False
 
     async def __aenter__(self) -> Self:
+        if self._hints is not None:
+            await anyio.to_thread.run_sync(self._hints.load)
         self._open = True
         return self
 
@@ -95,6 +99,9 @@ class Copier:
         clients, self._clients = self._clients, {}
         for client in clients.values():
             await client.aclose()
+        if self._hints is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._hints.save)
         self._open = False
 
     def emit(self, event: ProgressEvent) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,3 +43,8 @@ class CopyOptions(BaseModel):
     retry_backoff: float = Field(0.5, ge=0, description="first retry delay in seconds, doubled each time")
     retry_backoff_max: float = Field(30.0, ge=0)
     token_refresh_margin: float = Field(30.0, ge=0, description="renew tokens this long before they expire")
+    blob_cache: Path | None = Field(
+        None,
+        description="file remembering where blobs went, so later runs mount instead of uploading "
+        "(the CLI uses ~/.cache/ecrcopy/blob-locations-v1.json)",
+    )

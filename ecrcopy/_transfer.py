@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import anyio
 
+from ._cache import BlobHints
 from ._client import RegistryClient
 from ._exceptions import RateLimited, RegistryError, RegistryServerError, TransferError
 from ._models import Descriptor
@@ -64,8 +65,9 @@ class KeyedLock:
 class BlobTransferer:
     """Moves blobs into destination repositories; one instance per run."""
 
-    def __init__(self, options: CopyOptions) -> None:
+    def __init__(self, options: CopyOptions, hints: BlobHints | None = None) -> None:
         self._options = options
+        self._hints = hints
         self._known: dict[tuple[str, str], list[str]] = {}
         self._flights = KeyedLock()
         self._upload_slots = anyio.CapacityLimiter(options.blob_concurrency)
@@ -75,6 +77,8 @@ class BlobTransferer:
         repos = self._known.setdefault((host, digest), [])
         if repo not in repos:
             repos.append(repo)
+        if self._hints is not None:
+            self._hints.add(host, digest, repo)
 
     def known_in(self, host: str, repo: str, digest: str) -> bool:
         return repo in self._known.get((host, digest), ())
@@ -111,6 +115,8 @@ class BlobTransferer:
         if await dst.blob_exists(dst_repo, blob.digest):
             return BlobResult(BlobOutcome.EXISTING)
         candidates = [r for r in self._known.get((dst.host, blob.digest), []) if r != dst_repo]
+        if self._hints is not None:  # where earlier runs put it: worth a mount attempt
+            candidates += [r for r in self._hints.candidates(dst.host, blob.digest) if r not in (dst_repo, *candidates)]
         if src.host == dst.host and src_repo != dst_repo and src_repo not in candidates:
             candidates.append(src_repo)
         location: str | None = None

@@ -25,6 +25,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test (and every CLI it starts) gets its own blob location cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture
 def source(tmp_path: Path) -> Iterator[Registry]:
     with Registry(tmp_path / "source", htpasswd={SRC_USER: SRC_PASSWORD}) as registry:

@@ -226,3 +226,41 @@ def test_missing_source_repository_exit_2(source: Registry, gitlab: Registry) ->
     proc = run_cli("copy", f"{source.host}/no/such", f"{gitlab.host}/g/p/x", env=CRED_ENV)
     assert proc.returncode == 2
     assert "not found" in assert_one_line_error(proc)
+
+
+def test_blob_cache_lets_a_later_run_mount(tmp_path: Path, source: Registry, gitlab: Registry) -> None:
+    """One CLI run per repository: the second mounts the shared layers the first uploaded."""
+    from ecrcopy.testing import Blob
+
+    base = [Blob.generated(200_000, seed=71), Blob.generated(100_000, seed=72)]
+    push(source.url, "team/a", oci_image([*base, 1000], seed=1), "v1", auth=SRC_CREDS)
+    push(source.url, "team/b", oci_image([*base, 2000], seed=2), "v1", auth=SRC_CREDS)
+    cache = tmp_path / "hints.json"
+    first = run_cli("copy", f"{source.host}/team/a", f"{gitlab.host}/g/p/a", "--blob-cache", str(cache), env=CRED_ENV)
+    assert first.returncode == 0, first.stderr
+    assert cache.exists()
+    gitlab.reset()
+    second = run_cli("copy", f"{source.host}/team/b", f"{gitlab.host}/g/p/b", "--blob-cache", str(cache), env=CRED_ENV)
+    assert second.returncode == 0, second.stderr
+    assert len(gitlab.mounts()) == 2 and gitlab.blob_uploads() == 2  # base layers mounted; own layer + config
+    assert "2 mounted" in second.stdout
+
+    gitlab.reset()
+    third = run_cli("copy", f"{source.host}/team/b", f"{gitlab.host}/g/p/c", "--no-blob-cache", env=CRED_ENV)
+    assert third.returncode == 0
+    assert gitlab.mounts() == [] and gitlab.blob_uploads() == 4
+
+
+def test_stale_or_corrupt_blob_cache_is_harmless(tmp_path: Path, source: Registry, gitlab: Registry) -> None:
+    image = oci_image([3000], seed=3)
+    push(source.url, "team/a", image, "v1", auth=SRC_CREDS)
+    cache = tmp_path / "hints.json"
+    stale = {"version": 1, "hosts": {gitlab.host: {b.digest: ["g/p/gone"] for b in image.blobs}}}
+    cache.write_text(json.dumps(stale))
+    proc = run_cli("copy", f"{source.host}/team/a", f"{gitlab.host}/g/p/a", "--blob-cache", str(cache), env=CRED_ENV)
+    assert proc.returncode == 0, proc.stderr
+    assert gitlab.blob_uploads() == 2  # the mounts were refused (202), the blobs uploaded through the session
+    cache.write_text("{not json")
+    again = run_cli("copy", f"{source.host}/team/a", f"{gitlab.host}/g/p/x", "--blob-cache", str(cache), env=CRED_ENV)
+    assert again.returncode == 0 and again.stderr == ""
+    assert json.loads(cache.read_text())["version"] == 1  # rewritten cleanly

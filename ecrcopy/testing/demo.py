@@ -227,6 +227,7 @@ def ci_env(ecr: EcrEmulator, gl: GitLabEmulator, docker_config: Path) -> dict[st
     """The ecrcopy process gets these variables and nothing else (no PATH, no HOME, no AWS profile)."""
     env = {**ecr.env(), **gl.env()}
     env["DOCKER_CONFIG"] = str(docker_config)  # an empty directory: no credentials from config.json
+    env["XDG_CACHE_HOME"] = str(docker_config.parent / "cache")  # the blob location cache stays in the demo
     return env
 
 
@@ -237,6 +238,8 @@ def show_env(env: dict[str, str]) -> None:
         note = EMULATOR_ONLY.get(name, "")
         if name == "DOCKER_CONFIG":
             note = "an empty directory: no credentials from a config.json"
+        if name == "XDG_CACHE_HOME":
+            note = "keeps ecrcopy's blob location cache inside the demo's directory"
         if name in EMULATOR_ONLY:
             note = "emulator only: " + note
         say(f"    {setting:<50}  # {note}" if note else f"    {setting}")
