@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import cast
 
-from ._httpserver import CHUNK, BackgroundHTTPServer, LoggedRequest, QuietHandler
+from ._httpserver import BackgroundHTTPServer, LoggedRequest, QuietHandler, read_pieces
 from ._registry import Registry
 
 __all__ = ["S3_AUTH_CONFLICT", "BlobServer"]
@@ -144,12 +144,7 @@ class _BlobHandler(QuietHandler):
             return
         with open(file, "rb") as fh:
             fh.seek(start)
-            remaining = length
-            while remaining > 0:
-                piece = fh.read(min(remaining, CHUNK))
-                if not piece:
-                    break
+            for piece in read_pieces(fh, length):
                 self.wfile.write(piece)
-                remaining -= len(piece)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _serve

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from typing import Any, ClassVar, Self, cast
 from urllib.parse import parse_qs
 
@@ -47,6 +46,7 @@ from ._httpserver import BackgroundHTTPServer, QuietHandler
 from ._images import Image, Index, push
 from ._proxy import Proxy, ProxyRequest, ProxyResponse
 from ._registry import Registry
+from ._service import RequestLog, ServiceGroup, http_url, loopback_host
 
 __all__ = ["EcrEmulator"]
 
@@ -93,7 +93,7 @@ def _moto_backend(account_id: str, region: str) -> Any:
     return get_backend("ecr")[account_id][region]
 
 
-class EcrEmulator:
+class EcrEmulator(ServiceGroup):
     """A local Amazon ECR (control plane + data plane) on 127.0.0.1. Context manager or start()/stop().
 
     Files live in ``workdir/registry`` (the data-plane registry: config, storage, logs).
@@ -144,6 +144,7 @@ class EcrEmulator:
     ) -> None:
         if not re.fullmatch(r"\d{12}", account_id):
             raise ValueError(f"account_id must be 12 digits, got {account_id!r}")
+        super().__init__()
         self.workdir = Path(workdir)
         self.account_id = account_id
         self.region = region
@@ -152,7 +153,7 @@ class EcrEmulator:
         self.secret_access_key = secret_access_key
         self.verify_signatures = verify_signatures
         self._lock = threading.Lock()
-        self._calls: list[str] = []
+        self._calls: RequestLog[str] = RequestLog()
         self._passwords: dict[str, float] = {}
         self._rejected_auth = 0
         self._meta: dict[str, _ImageMeta] = {}
@@ -165,37 +166,29 @@ class EcrEmulator:
         self._moto: Any = None
         self._moto_port: int | None = None
         self._front: _EcrFront | None = None
-        self._stack: contextlib.ExitStack | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
     def start(self) -> Self:
         """Start the blob server, the data-plane registry and gate, moto and the API front."""
-        if self._stack is not None:
-            raise RuntimeError("EcrEmulator already started")
+        return super().start()
+
+    def _start_parts(self, stack: contextlib.ExitStack) -> None:
         key = (self.account_id, self.region)
         with self._active_lock:
             if key in self._active:
                 raise RuntimeError(f"another EcrEmulator for account {key[0]} in {key[1]} is running in this process")
             self._active.add(key)
-        stack = contextlib.ExitStack()
         stack.callback(self._release, key)
-        try:
-            registry_dir = self.workdir / "registry"
-            self._blob_server = stack.enter_context(BlobServer(Registry.data_dir_for(registry_dir)))
-            self._registry = stack.enter_context(Registry(registry_dir, redirect_blobs_to=self._blob_server.url))
-            self._gate = stack.enter_context(Proxy(self._registry.url, hook=self._data_gate))
-            self._start_moto(stack)
-            self._reset_backend()
-            stack.callback(self._reset_backend)
-            self._front = stack.enter_context(_EcrFront(self))
-            stack.callback(self._close_clients)
-        except BaseException:
-            stack.close()
-            self._clear()
-            raise
-        self._stack = stack
-        return self
+        registry_dir = self.workdir / "registry"
+        self._blob_server = stack.enter_context(BlobServer(Registry.data_dir_for(registry_dir)))
+        self._registry = stack.enter_context(Registry(registry_dir, redirect_blobs_to=self._blob_server.url))
+        self._gate = stack.enter_context(Proxy(self._registry.url, hook=self._data_gate))
+        self._start_moto(stack)
+        self._reset_backend()
+        stack.callback(self._reset_backend)
+        self._front = stack.enter_context(_EcrFront(self))
+        stack.callback(self._close_clients)
 
     def _start_moto(self, stack: contextlib.ExitStack) -> None:
         server = _make_moto_server()
@@ -228,58 +221,31 @@ class EcrEmulator:
             client.close()
         self._seed_client = None
 
-    def _clear(self) -> None:
+    def _forget_parts(self) -> None:
         self._blob_server = self._registry = self._gate = self._front = None
         self._moto = self._moto_port = None
         self._seed_client = None
 
     def stop(self) -> None:
         """Stop everything (front, moto, gate, registry, blob server) and reset moto's state."""
-        stack, self._stack = self._stack, None
-        if stack is None:
-            return
-        try:
-            stack.close()
-        finally:
-            self._clear()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        """Whether the emulator is started."""
-        return self._stack is not None
+        super().stop()
 
     # -- addresses -----------------------------------------------------------------------------------
-
-    def _need(self, obj: Any, what: str) -> Any:
-        if obj is None:
-            raise RuntimeError(f"EcrEmulator is not running ({what} unavailable)")
-        return obj
 
     @property
     def api_url(self) -> str:
         """``http://127.0.0.1:PORT`` of the control-plane front (boto3 ``endpoint_url``)."""
-        return cast(_EcrFront, self._need(self._front, "api_url")).url
+        return self._require(self._front, "api_url").url
 
     @property
     def data_url(self) -> str:
         """``http://127.0.0.1:PORT`` of the data plane (the ECR-like gate); also the ``proxyEndpoint``."""
-        return cast(Proxy, self._need(self._gate, "data_url")).url
+        return self._require(self._gate, "data_url").url
 
     @property
     def data_host(self) -> str:
         """``127.0.0.1:PORT`` of the data plane."""
-        return cast(Proxy, self._need(self._gate, "data_host")).host
+        return self._require(self._gate, "data_host").host
 
     @property
     def registry_host(self) -> str:
@@ -289,35 +255,33 @@ class EcrEmulator:
     @property
     def data_registry(self) -> Registry:
         """The data-plane registry (its access log shows what reached it through the gate)."""
-        return cast(Registry, self._need(self._registry, "data_registry"))
+        return self._require(self._registry, "data_registry")
 
     @property
     def data_proxy(self) -> Proxy:
         """The data-plane gate (its ``requests`` show every request with the status the client got)."""
-        return cast(Proxy, self._need(self._gate, "data_proxy"))
+        return self._require(self._gate, "data_proxy")
 
     @property
     def blob_server(self) -> BlobServer:
         """The S3 stand-in that blob GETs are redirected to."""
-        return cast(BlobServer, self._need(self._blob_server, "blob_server"))
+        return self._require(self._blob_server, "blob_server")
 
     @property
     def moto_url(self) -> str:
         """Direct URL of the moto server (bypasses the front: no pagination, no checks)."""
-        return f"http://127.0.0.1:{self._need(self._moto_port, 'moto_url')}"
+        return http_url(loopback_host(self._require(self._moto_port, "moto_url")))
 
     # -- records -------------------------------------------------------------------------------------
 
     @property
     def calls(self) -> list[str]:
         """Control-plane actions requested so far (e.g. ``["GetAuthorizationToken", "DescribeImages"]``)."""
-        with self._lock:
-            return list(self._calls)
+        return self._calls.snapshot()
 
     def reset_calls(self) -> None:
         """Forget :attr:`calls`."""
-        with self._lock:
-            self._calls.clear()
+        self._calls.clear()
 
     @property
     def rejected_auth(self) -> int:
@@ -399,7 +363,7 @@ class EcrEmulator:
 
     def create_repository(self, name: str) -> None:
         """Create a repository (``CreateRepository`` through the front; not recorded in :attr:`calls`)."""
-        self._need(self._front, "create_repository")
+        self._require(self._front, "create_repository")
         self._seeder().create_repository(repositoryName=name)
 
     def _ensure_repository(self, name: str) -> None:
@@ -568,7 +532,7 @@ class EcrEmulator:
     def _bulk_register(self, repo: str, entries: list[tuple[bytes, str, str, list[str], float]]) -> None:
         from moto.ecr.models import Image as MotoImage
 
-        self._need(self._front, "register_only")
+        self._require(self._front, "register_only")
         backend = _moto_backend(self.account_id, self.region)
         if repo not in backend.repositories:
             backend.create_repository(repo, None, None, None, "MUTABLE", [])
@@ -626,8 +590,7 @@ class EcrEmulator:
     # -- control plane -------------------------------------------------------------------------------
 
     def _record_call(self, action: str) -> None:
-        with self._lock:
-            self._calls.append(action)
+        self._calls.append(action)
 
     def _check_credentials(self, headers: dict[str, str], body: bytes) -> None:
         authorization = _header(headers, "Authorization")

@@ -6,11 +6,11 @@ import contextlib
 import re
 import secrets
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from ._proxy import Proxy
 from ._registry import Registry
+from ._service import ServiceGroup, http_url
 from ._tokenserver import TokenServer
 
 __all__ = ["GitLabEmulator"]
@@ -18,7 +18,7 @@ __all__ = ["GitLabEmulator"]
 _PROJECT_PATH = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)+")
 
 
-class GitLabEmulator:
+class GitLabEmulator(ServiceGroup):
     """GitLab's container registry for one project, on 127.0.0.1. Context manager or start()/stop().
 
     * :attr:`tokens`: a :class:`~ecrcopy.testing.TokenServer` (service ``container_registry``, user
@@ -45,6 +45,7 @@ class GitLabEmulator:
     ) -> None:
         if not _PROJECT_PATH.fullmatch(project_path):
             raise ValueError(f"project_path must be a lowercase 'namespace/project' path, got {project_path!r}")
+        super().__init__()
         self.workdir = Path(workdir)
         self.user = user
         self.password = password if password is not None else "glcbt-" + secrets.token_urlsafe(20)
@@ -54,7 +55,6 @@ class GitLabEmulator:
         self._tokens: TokenServer | None = None
         self._registry: Registry | None = None
         self._gate: Proxy | None = None
-        self._stack: contextlib.ExitStack | None = None
 
     def allowed_actions(self, user: str | None, name: str) -> set[str]:
         """The token service's grant: what ``user`` may do on repository ``name``."""
@@ -73,69 +73,39 @@ class GitLabEmulator:
 
     def start(self) -> Self:
         """Start the token service, the registry and (with ``hard_expiry``) the gate."""
-        if self._stack is not None:
-            raise RuntimeError("GitLabEmulator already started")
-        stack = contextlib.ExitStack()
-        try:
-            self._tokens = stack.enter_context(
-                TokenServer(
-                    users={self.user: self.password},
-                    lifetime=self.token_lifetime,
-                    service="container_registry",
-                    grant=self.allowed_actions,
-                )
-            )
-            self._registry = stack.enter_context(Registry(self.workdir, token_auth=self._tokens))
-            if self.hard_expiry:
-                self._gate = stack.enter_context(Proxy(self._registry.url, token_gate=True))
-        except BaseException:
-            stack.close()
-            self._tokens = self._registry = self._gate = None
-            raise
-        self._stack = stack
-        return self
+        return super().start()
 
     def stop(self) -> None:
         """Stop the gate, the registry and the token service."""
-        stack, self._stack = self._stack, None
-        if stack is None:
-            return
-        try:
-            stack.close()
-        finally:
-            self._tokens = self._registry = self._gate = None
+        super().stop()
 
-    def __enter__(self) -> Self:
-        return self.start()
+    def _start_parts(self, stack: contextlib.ExitStack) -> None:
+        self._tokens = stack.enter_context(
+            TokenServer(
+                users={self.user: self.password},
+                lifetime=self.token_lifetime,
+                service="container_registry",
+                grant=self.allowed_actions,
+            )
+        )
+        self._registry = stack.enter_context(Registry(self.workdir, token_auth=self._tokens))
+        if self.hard_expiry:
+            self._gate = stack.enter_context(Proxy(self._registry.url, token_gate=True))
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        """Whether the emulator is started."""
-        return self._stack is not None
+    def _forget_parts(self) -> None:
+        self._tokens = self._registry = self._gate = None
 
     # -- parts and addresses -------------------------------------------------------------------------
 
     @property
     def tokens(self) -> TokenServer:
         """The JWT token service (its ``requests`` log every ``/jwt/auth`` call)."""
-        if self._tokens is None:
-            raise RuntimeError("GitLabEmulator is not running")
-        return self._tokens
+        return self._require(self._tokens)
 
     @property
     def registry(self) -> Registry:
         """The registry process (its access log shows what reached it)."""
-        if self._registry is None:
-            raise RuntimeError("GitLabEmulator is not running")
-        return self._registry
+        return self._require(self._registry)
 
     @property
     def gate(self) -> Proxy | None:
@@ -150,7 +120,7 @@ class GitLabEmulator:
     @property
     def registry_url(self) -> str:
         """``http://`` + :attr:`registry_host`."""
-        return f"http://{self.registry_host}"
+        return http_url(self.registry_host)
 
     @property
     def image_prefix(self) -> str:

@@ -14,10 +14,12 @@ import contextlib
 import logging
 import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Protocol, Self, cast
+
+from ._service import LoopbackAddress, Service
 
 __all__ = ["BackgroundHTTPServer", "LoggedRequest", "QuietHandler", "TrackingHTTPServer", "free_port"]
 
@@ -36,6 +38,26 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class _Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+def read_pieces(stream: _Readable, length: int, *, eof_error: str | None = None) -> Iterator[bytes]:
+    """Read ``length`` bytes from ``stream`` in pieces of at most :data:`CHUNK`.
+
+    An early end of the stream ends the pieces, or raises :class:`ConnectionError` with ``eof_error``
+    when that is given.
+    """
+    while length > 0:
+        piece = stream.read(min(length, CHUNK))
+        if not piece:
+            if eof_error is None:
+                return
+            raise ConnectionError(eof_error)
+        length -= len(piece)
+        yield piece
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,15 +165,11 @@ class QuietHandler(BaseHTTPRequestHandler):
 
     def discard_body(self) -> None:
         """Read and drop a request body announced with ``Content-Length`` (keeps keep-alive in sync)."""
-        length = int(self.headers.get("Content-Length") or 0)
-        while length > 0:
-            piece = self.rfile.read(min(length, CHUNK))
-            if not piece:
-                break
-            length -= len(piece)
+        for _ in read_pieces(self.rfile, int(self.headers.get("Content-Length") or 0)):
+            pass
 
 
-class BackgroundHTTPServer:
+class BackgroundHTTPServer(LoopbackAddress, Service):
     """Lifecycle shared by the in-process servers: ``start()``/``stop()`` and context management."""
 
     def __init__(self) -> None:
@@ -170,19 +188,7 @@ class BackgroundHTTPServer:
     @property
     def port(self) -> int:
         """The TCP port (only while running)."""
-        if self._server is None:
-            raise RuntimeError(f"{type(self).__name__} is not running")
-        return int(self._server.server_address[1])
-
-    @property
-    def host(self) -> str:
-        """``127.0.0.1:PORT``."""
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT`` (no trailing slash)."""
-        return f"http://{self.host}"
+        return int(self._require(self._server).server_address[1])
 
     @property
     def running(self) -> bool:
@@ -225,14 +231,3 @@ class BackgroundHTTPServer:
         self._thread = None
         self._after_stop()
         logger.debug("%s stopped", type(self).__name__)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

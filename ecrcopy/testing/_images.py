@@ -183,8 +183,32 @@ def _serialize(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(obj, indent=3).encode()
 
 
+class _Manifested:
+    """What :class:`Image` and :class:`Index` derive from their exact manifest bytes."""
+
+    __slots__ = ()
+    raw: bytes
+    digest: str
+    media_type: str
+
+    @property
+    def size(self) -> int:
+        """Length of the manifest bytes."""
+        return len(self.raw)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The decoded manifest (the index, for an :class:`Index`)."""
+        result: dict[str, Any] = json.loads(self.raw)
+        return result
+
+    def descriptor(self) -> dict[str, Any]:
+        """``{"mediaType", "size", "digest"}`` of the manifest (the index, for an :class:`Index`)."""
+        return {"mediaType": self.media_type, "size": self.size, "digest": self.digest}
+
+
 @dataclass(frozen=True, slots=True)
-class Image:
+class Image(_Manifested):
     """A single-platform image: config + layers and the exact manifest bytes (``raw``)."""
 
     raw: bytes
@@ -200,24 +224,9 @@ class Image:
         """Config first, then the layers."""
         return [self.config, *self.layers]
 
-    @property
-    def size(self) -> int:
-        """Length of the manifest bytes."""
-        return len(self.raw)
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        """The decoded manifest."""
-        result: dict[str, Any] = json.loads(self.raw)
-        return result
-
-    def descriptor(self) -> dict[str, Any]:
-        """``{"mediaType", "size", "digest"}`` of the manifest."""
-        return {"mediaType": self.media_type, "size": self.size, "digest": self.digest}
-
 
 @dataclass(frozen=True, slots=True)
-class Index:
+class Index(_Manifested):
     """A multi-platform image (OCI index or Docker manifest list) and its children."""
 
     raw: bytes
@@ -227,17 +236,6 @@ class Index:
     subject: Image | Index | None = None
 
     @property
-    def size(self) -> int:
-        """Length of the manifest bytes."""
-        return len(self.raw)
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        """The decoded index."""
-        result: dict[str, Any] = json.loads(self.raw)
-        return result
-
-    @property
     def blobs(self) -> list[Blob]:
         """Every blob of every child, without duplicates, in push order."""
         seen: dict[str, Blob] = {}
@@ -245,10 +243,6 @@ class Index:
             for blob in child.blobs:
                 seen.setdefault(blob.digest, blob)
         return list(seen.values())
-
-    def descriptor(self) -> dict[str, Any]:
-        """``{"mediaType", "size", "digest"}`` of the index."""
-        return {"mediaType": self.media_type, "size": self.size, "digest": self.digest}
 
 
 def _parse_platform(platform: str | Mapping[str, str]) -> dict[str, str]:

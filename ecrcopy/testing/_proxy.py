@@ -7,7 +7,6 @@ import binascii
 import http.client
 import json
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,7 +14,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from ._httpserver import CHUNK, BackgroundHTTPServer, LoggedRequest, QuietHandler, logger
+from ._httpserver import CHUNK, BackgroundHTTPServer, LoggedRequest, QuietHandler, logger, read_pieces
+from ._service import RequestLog
 
 __all__ = ["Proxy", "ProxyHook", "ProxyRequest", "ProxyResponse", "jwt_claims_unverified"]
 
@@ -122,23 +122,19 @@ class Proxy(BackgroundHTTPServer):
         self.token_gate = token_gate
         self.hook = hook
         self.challenge: str | None = None
-        self._lock = threading.Lock()
-        self._requests: list[LoggedRequest] = []
+        self._requests: RequestLog[LoggedRequest] = RequestLog()
 
     @property
     def requests(self) -> list[LoggedRequest]:
         """Snapshot of every request handled so far (method, path, query, status sent)."""
-        with self._lock:
-            return list(self._requests)
+        return self._requests.snapshot()
 
     def reset(self) -> None:
         """Forget recorded requests."""
-        with self._lock:
-            self._requests.clear()
+        self._requests.clear()
 
     def _record(self, req: ProxyRequest, status: int) -> None:
-        with self._lock:
-            self._requests.append(LoggedRequest(req.method, req.path, req.query, status))
+        self._requests.append(LoggedRequest(req.method, req.path, req.query, status))
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         return _ProxyHandler
@@ -226,20 +222,10 @@ class _ProxyHandler(QuietHandler):
                     while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
                     return
-                while size > 0:
-                    piece = self.rfile.read(min(size, CHUNK))
-                    if not piece:
-                        raise ConnectionError("client closed during chunked body")
-                    size -= len(piece)
-                    yield piece
+                yield from read_pieces(self.rfile, size, eof_error="client closed during chunked body")
                 self.rfile.readline(3)
         length = int(self.headers.get("Content-Length") or 0)
-        while length > 0:
-            piece = self.rfile.read(min(length, CHUNK))
-            if not piece:
-                raise ConnectionError("client closed during body")
-            length -= len(piece)
-            yield piece
+        yield from read_pieces(self.rfile, length, eof_error="client closed during body")
 
     def _has_body(self) -> bool:
         return self._is_chunked() or int(self.headers.get("Content-Length") or 0) > 0

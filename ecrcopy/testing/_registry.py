@@ -12,10 +12,10 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from ._httpserver import LoggedRequest, free_port
+from ._service import LoopbackAddress, Service
 
 if TYPE_CHECKING:
     from ._tokenserver import TokenServer
@@ -66,7 +66,7 @@ def _htpasswd_line(user: str, password: str) -> str:
     return f"{user}:{hashed.decode()}"
 
 
-class Registry:
+class Registry(LoopbackAddress, Service):
     """A ``docker-registry serve`` subprocess (CNCF distribution 2.8) on a free port of 127.0.0.1.
 
     Files in ``workdir``: ``config.yml`` (JSON, which is valid YAML), ``data/`` (filesystem storage
@@ -150,16 +150,6 @@ class Registry:
         if self._port is None:
             raise RuntimeError("Registry is not started")
         return self._port
-
-    @property
-    def host(self) -> str:
-        """``127.0.0.1:PORT``."""
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT`` (no trailing slash)."""
-        return f"http://{self.host}"
 
     @property
     def running(self) -> bool:
@@ -291,17 +281,6 @@ class Registry:
                 proc.wait()
         self._proc = None
         logger.debug("registry on port %s stopped", self._port)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines of the application log and of the access log."""

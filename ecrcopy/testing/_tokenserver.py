@@ -9,7 +9,6 @@ import json
 import math
 import os
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from ._httpserver import BackgroundHTTPServer, QuietHandler, logger
+from ._service import RequestLog
 
 __all__ = ["Grant", "TokenRequest", "TokenServer", "parse_scope"]
 
@@ -88,8 +88,7 @@ class TokenServer(BackgroundHTTPServer):
         self.service = service
         self.issuer = issuer
         self.grant = grant
-        self._lock = threading.Lock()
-        self._requests: list[TokenRequest] = []
+        self._requests: RequestLog[TokenRequest] = RequestLog()
         self._key: Any = None
         self._cert_pem: bytes | None = None
         self._x5c: str | None = None
@@ -134,9 +133,7 @@ class TokenServer(BackgroundHTTPServer):
     @property
     def cert_path(self) -> Path:
         """Temporary file holding :attr:`cert_pem` (exists while the server runs)."""
-        if self._cert_path is None:
-            raise RuntimeError("TokenServer is not running")
-        return self._cert_path
+        return self._require(self._cert_path)
 
     @property
     def realm(self) -> str:
@@ -202,17 +199,14 @@ class TokenServer(BackgroundHTTPServer):
     @property
     def requests(self) -> list[TokenRequest]:
         """Snapshot of every ``/jwt/auth`` request so far."""
-        with self._lock:
-            return list(self._requests)
+        return self._requests.snapshot()
 
     def reset(self) -> None:
         """Forget recorded requests."""
-        with self._lock:
-            self._requests.clear()
+        self._requests.clear()
 
     def _record(self, req: TokenRequest) -> None:
-        with self._lock:
-            self._requests.append(req)
+        self._requests.append(req)
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
