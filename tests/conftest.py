@@ -7,6 +7,7 @@ so tests can assert they never leak.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,15 @@ DST_CREDS = (DST_USER, DST_PASSWORD)
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def no_leaked_threads() -> Iterator[None]:
+    """Fails a test that leaves threads behind (servers of the testing package must stop cleanly)."""
+    before = set(threading.enumerate())
+    yield
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert not leaked, leaked
 
 
 @pytest.fixture(autouse=True)
