@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -41,7 +40,7 @@ from ._gitlab import GitLabDestination
 from ._junit import junit_xml
 from ._migrate import MigrationReport
 from ._options import CopyOptions
-from ._plan import MigrationOptions, Shard, parse_shard
+from ._plan import MigrationOptions, parse_shard
 from ._report import CopyReport, ImageResult, ProgressEvent
 
 __all__ = ["main"]
@@ -325,27 +324,20 @@ def _parse_date(text: str) -> datetime:
 
 
 def migration_options_from(args: argparse.Namespace, env: Mapping[str, str]) -> MigrationOptions:
-    shard_text = args.shard
-    if shard_text is None and env.get("CI_NODE_TOTAL"):
-        shard_text = f"{env.get('CI_NODE_INDEX', '1')}/{env['CI_NODE_TOTAL']}"
-    values: dict[str, object] = {
-        "include": tuple(args.include),
-        "exclude": tuple(args.exclude),
-        "tag_pattern": args.tag_pattern,
-        "newest": args.newest,
-        "pushed_since": _parse_date(args.pushed_since) if args.pushed_since else None,
-        "name_template": args.name_template,
-        "mapping": read_mapping_file(args.mapping_file) if args.mapping_file else {},
-        "shard": parse_shard(shard_text) if shard_text else Shard(),
-        "dry_run": args.dry_run,
-    }
     if args.newest is not None and args.newest < 1:
         raise ConfigurationError("--newest must be at least 1")
-    try:
-        return MigrationOptions.model_validate(values)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigurationError(f"{first['loc'][0]}: {first['msg']}") from None
+    return MigrationOptions.from_env(
+        env,
+        include=tuple(args.include),
+        exclude=tuple(args.exclude),
+        tag_pattern=args.tag_pattern,
+        newest=args.newest,
+        pushed_since=_parse_date(args.pushed_since) if args.pushed_since else None,
+        name_template=args.name_template,
+        mapping=read_mapping_file(args.mapping_file) if args.mapping_file else None,
+        shard=parse_shard(args.shard) if args.shard else None,
+        dry_run=args.dry_run,
+    )
 
 
 def _cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:

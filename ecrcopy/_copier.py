@@ -226,8 +226,9 @@ class Copier:
     ) -> MigrationReport:
         """Copy every selected ECR repository and tag to ``<destination prefix>/<mapped name>``.
 
-        ``source`` and ``destination`` default to :meth:`EcrSource.from_env` and
-        :meth:`GitLabDestination.from_env`. Invalid plans (name collisions, invalid names) and
+        ``source``, ``destination`` and ``options`` default to :meth:`EcrSource.from_env`,
+        :meth:`GitLabDestination.from_env` and :meth:`MigrationOptions.from_env` (the shard of a
+        GitLab ``parallel:`` job). Invalid plans (name collisions, invalid names) and
         rejected credentials raise before anything is written.
         """
         from ._migrate import run_migration
@@ -236,7 +237,7 @@ class Copier:
             self,
             source or EcrSource.from_env(),
             destination or GitLabDestination.from_env(),
-            options or MigrationOptions(),
+            options or MigrationOptions.from_env(),
         )
 
     # ------------------------------------------------------------------ the engine

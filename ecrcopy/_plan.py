@@ -7,13 +7,15 @@ and why. Everything here is deterministic, so every CI shard computes the same p
 
 from __future__ import annotations
 
+import os
 import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ._exceptions import ConfigurationError
 from ._reference import is_valid_repository, is_valid_tag
@@ -96,6 +98,21 @@ class MigrationOptions(BaseModel):
     max_depth: int = Field(2, ge=1, description="path levels allowed below the project (GitLab: 2)")
     shard: Shard = Field(default_factory=Shard)
     dry_run: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> MigrationOptions:
+        """The shard from GitLab's ``parallel:`` (``CI_NODE_INDEX``/``CI_NODE_TOTAL``); kwargs win."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        if env.get("CI_NODE_TOTAL"):
+            values["shard"] = parse_shard(f"{env.get('CI_NODE_INDEX') or '1'}/{env['CI_NODE_TOTAL']}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigurationError(f"migration option {where}: {first['msg']}") from None
 
     @field_validator("include", "exclude")
     @classmethod

@@ -146,3 +146,14 @@ def test_destination_depth_counts_from_the_project() -> None:
         GitLabDestination.from_env({})
     job_token = GitLabDestination.from_env({"CI_REGISTRY_IMAGE": "r.example.com/a/b", "CI_JOB_TOKEN": "tok-123"})
     assert job_token.username == "gitlab-ci-token" and "tok-123" not in repr(job_token)
+
+
+def test_migration_options_from_env() -> None:
+    assert MigrationOptions.from_env({}).shard == Shard(1, 1)
+    assert MigrationOptions.from_env({"CI_NODE_INDEX": "3", "CI_NODE_TOTAL": "4"}).shard == Shard(3, 4)
+    explicit = MigrationOptions.from_env({"CI_NODE_INDEX": "3", "CI_NODE_TOTAL": "4"}, shard=Shard(1, 2), newest=5)
+    assert explicit.shard == Shard(1, 2) and explicit.newest == 5
+    with pytest.raises(ConfigurationError, match="shard"):
+        MigrationOptions.from_env({"CI_NODE_INDEX": "5", "CI_NODE_TOTAL": "4"})
+    with pytest.raises(ConfigurationError, match="newest"):
+        MigrationOptions.from_env({}, newest=0)
