@@ -160,6 +160,9 @@ def test_end_to_end_migration(tmp_path: Path, ecr: EcrEmulator, gitlab_ci: GitLa
     # JUnit: one test case per image, parses
     suite = ET.parse(junit_path).getroot().find("testsuite")
     assert suite is not None and len(suite.findall("testcase")) == len(report["images"])
+    # blobs came through ECR's 307 to the S3 stand-in, which never saw an Authorization header
+    assert any(r.method == "GET" for r in ecr.blob_server.requests)
+    assert ecr.blob_server.rejected_auth == 0
     # least privilege, as the emulated ECR saw it
     assert set(ecr.calls) <= ecrcopy.ALLOWED_ACTIONS
     assert {"GetAuthorizationToken", "DescribeRepositories", "DescribeImages"} <= set(ecr.calls)
