@@ -12,7 +12,6 @@ import functools
 import hashlib
 import logging
 import os
-import random
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -269,10 +268,7 @@ class RegistryClient:
             await response.aclose()
 
     async def _backoff(self, attempt: int, retry_after: float | None, error: EcrcopyError) -> None:
-        delay = min(self.options.retry_backoff * (2 ** (attempt - 1)), self.options.retry_backoff_max)
-        delay = delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not crypto
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.options.retry_backoff_max * 4))
+        delay = self.options.backoff_delay(attempt, retry_after)
         log.info("%s: %s; retry %d in %.1fs", self.host, error, attempt, delay)
         await anyio.sleep(delay)
 

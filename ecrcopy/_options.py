@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Literal
 
@@ -48,3 +49,12 @@ class CopyOptions(BaseModel):
         description="file remembering where blobs went, so later runs mount instead of uploading "
         "(the CLI uses ~/.cache/ecrcopy/blob-locations-v1.json)",
     )
+
+    def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry ``attempt`` (1-based): doubling from ``retry_backoff`` up to
+        ``retry_backoff_max``, with jitter; at least the registry's ``Retry-After`` (capped)."""
+        delay = min(self.retry_backoff * 2.0 ** (attempt - 1), self.retry_backoff_max)
+        delay *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not crypto
+        if retry_after:
+            delay = max(delay, min(retry_after, self.retry_backoff_max * 4))
+        return delay

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import random
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -144,10 +143,6 @@ class BlobTransferer:
                     location = None  # the session may be gone; open a new one
                     if attempt >= self._options.retries:
                         raise
-                    delay = min(self._options.retry_backoff * 2 ** (attempt - 1), self._options.retry_backoff_max)
-                    delay *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not crypto
-                    retry_after = getattr(exc, "retry_after", None)
-                    if retry_after:
-                        delay = max(delay, min(retry_after, self._options.retry_backoff_max * 4))
+                    delay = self._options.backoff_delay(attempt, getattr(exc, "retry_after", None))
                     log.info("blob %s: %s; retry %d in %.1fs", blob.digest, exc, attempt, delay)
                     await anyio.sleep(delay)
