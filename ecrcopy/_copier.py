@@ -327,8 +327,7 @@ class Copier:
         dst_client: RegistryClient,
         work: _ImageWork,
     ) -> None:
-        """Everything ``manifest`` refers to, so that it may be pushed next."""
-        self._check_policy(manifest)
+        """Everything ``manifest`` refers to, so that it may be pushed next (its policy is checked)."""
         if manifest.is_index:
             children = list({d.digest: d for d in manifest.index.manifests}.values())
 
@@ -340,6 +339,7 @@ class Copier:
                     if await dst_client.head_manifest(dst_repo, digest) is not None:
                         return
                     child_manifest = await src_client.get_manifest(src_repo, digest)
+                    self._check_policy(child_manifest)
                     await self._copy_children(child_manifest, src_repo, dst_repo, src_client, dst_client, work)
                     await dst_client.put_manifest(dst_repo, digest, child_manifest)
                     work.result.manifests_pushed += 1
