@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
@@ -23,6 +23,7 @@ import httpx
 from . import _mediatypes as mt
 from ._cache import BlobHints
 from ._client import RegistryClient
+from ._concurrency import KeyedLock, run_all
 from ._credentials import CredentialProvider, CredentialsLike, as_provider
 from ._ecr import EcrSource
 from ._exceptions import ConfigurationError, EcrcopyError, NotFound, SkippedByPolicy, TagConflict, UnsupportedManifest
@@ -33,7 +34,7 @@ from ._options import CopyOptions
 from ._plan import MigrationOptions
 from ._reference import Reference, parse_reference
 from ._report import CopyReport, EventCallback, ImageResult, ProgressEvent, emit
-from ._transfer import BlobOutcome, BlobTransferer, KeyedLock
+from ._transfer import BlobOutcome, BlobTransferer
 
 __all__ = ["Copier"]
 
@@ -212,7 +213,7 @@ class Copier:
             dst_client = destination_client or self.client(dst.api_host, role="destination")
             results[index] = await self._copy_one(src, dst, src_client, dst_client, dry_run=dry_run)
 
-        await _run_all(
+        await run_all(
             [lambda i=i, s=s, d=d: one(i, s, d) for i, (s, d) in enumerate(pairs)],  # type: ignore[misc]
             self.options.image_concurrency,
         )
@@ -351,7 +352,7 @@ class Copier:
                         await push_child()
                         self._children_pushed.add(key)
 
-            await _run_all(
+            await run_all(
                 [lambda d=d: child(d.digest, d.media_type) for d in children],  # type: ignore[misc]
                 self.options.blob_concurrency,
             )
@@ -386,7 +387,7 @@ class Copier:
                 ),
             )
 
-        await _run_all([lambda i=i: blob(i) for i in range(len(blobs))], self.options.blob_concurrency)  # type: ignore[misc]
+        await run_all([lambda i=i: blob(i) for i in range(len(blobs))], self.options.blob_concurrency)  # type: ignore[misc]
 
 
 def _destination_for(src: Reference, dst: Reference) -> Reference:
@@ -407,29 +408,3 @@ def _compile(pattern: str | re.Pattern[str] | None) -> re.Pattern[str] | None:
 async def _ping_both(src: RegistryClient, dst: RegistryClient) -> None:
     await src.auth.ping()
     await dst.auth.ping()
-
-
-async def _run_all(jobs: Sequence[Callable[[], Awaitable[None]]], limit: int) -> None:
-    """Run ``jobs`` with at most ``limit`` at a time; on the first error cancel the rest, raise it."""
-    if not jobs:
-        return
-    if len(jobs) == 1:
-        await jobs[0]()
-        return
-    errors: list[BaseException] = []
-    limiter = anyio.CapacityLimiter(limit)
-
-    async def run(job: Callable[[], Awaitable[None]], scope: anyio.CancelScope) -> None:
-        async with limiter:
-            try:
-                await job()
-            except Exception as exc:
-                errors.append(exc)
-                scope.cancel()
-
-    async with anyio.create_task_group() as tg:
-        for job in jobs:
-            tg.start_soon(run, job, tg.cancel_scope)
-    if errors:
-        fatal = [e for e in errors if isinstance(e, EcrcopyError) and e.fatal]
-        raise (fatal or errors)[0]

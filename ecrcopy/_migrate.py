@@ -9,6 +9,7 @@ import anyio
 from pydantic import Field
 
 from ._client import RegistryClient, push_scope
+from ._concurrency import run_all
 from ._credentials import CredentialProvider, as_provider
 from ._ecr import EcrApi, EcrCredentials, EcrSource, host_of, inventory
 from ._exceptions import ConfigurationError, EcrcopyError, InvalidReference, RegistryUnavailable
@@ -110,37 +111,33 @@ async def _dry_run(
     copier: Copier, dst_client: RegistryClient, plan: Plan, pairs: list[tuple[Reference, Reference]]
 ) -> list[ImageResult]:
     """HEAD every destination tag: what is already there, what would be copied, what conflicts."""
-    results: list[ImageResult] = []
-    limiter = anyio.CapacityLimiter(copier.options.connections_per_host)
-    present_bytes = 0
+    results: list[ImageResult | None] = [None] * len(pairs)
+    present: dict[str, int] = {}  # digest -> size of images already at the destination
 
-    async def one(image_index: int) -> None:
-        nonlocal present_bytes
-        src, dst = pairs[image_index]
-        planned = plan.images[image_index]
+    async def one(index: int) -> None:
+        src, dst = pairs[index]
+        assert dst.tag is not None and src.digest is not None
         result = ImageResult(source=str(src), destination=str(dst), digest=src.digest, status="planned")
-        async with limiter:
-            try:
-                assert dst.tag is not None
-                existing = await dst_client.head_manifest(dst.repository, dst.tag)
-            except EcrcopyError as exc:
-                if exc.fatal:
-                    raise
-                result.reason, result.error = exc.reason, str(exc)
-                existing = None
+        try:
+            existing = await dst_client.head_manifest(dst.repository, dst.tag)
+        except EcrcopyError as exc:
+            if exc.fatal:
+                raise
+            result.reason, result.error = exc.reason, str(exc)
+            existing = None
         if existing is not None and existing.digest == src.digest:
             result.status, result.reason = "skipped", "up-to-date"
-            present_bytes += planned.size or 0
+            present[src.digest] = plan.images[index].size or 0
         elif existing is not None:
             result.reason = "conflict"
             result.error = f"{dst} holds {existing.digest}; the plan would {copier.options.on_conflict} it"
         copier.emit(ProgressEvent("image_finished", result.source, result.destination, result=result))
-        results.append(result)
+        results[index] = result
 
     copier.emit(ProgressEvent("images_planned", "", "", total=len(pairs)))
-    async with anyio.create_task_group() as tg:
-        for i in range(len(pairs)):
-            tg.start_soon(one, i)
-    plan.summary.already_present_bytes = present_bytes
-    order = {str(src): i for i, (src, _) in enumerate(pairs)}
-    return sorted(results, key=lambda r: order[r.source])
+    await run_all(
+        [lambda i=i: one(i) for i in range(len(pairs))],  # type: ignore[misc]
+        copier.options.connections_per_host,
+    )
+    plan.summary.already_present_bytes = sum(present.values())  # each image once, as the estimate counts
+    return [r for r in results if r is not None]

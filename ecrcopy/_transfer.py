@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import AsyncIterator, Callable, Hashable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
 
 from ._cache import BlobHints
 from ._client import RegistryClient
+from ._concurrency import KeyedLock
 from ._exceptions import RateLimited, RegistryError, RegistryServerError, TransferError
 from ._models import Descriptor
 from ._options import CopyOptions
 
-__all__ = ["BlobOutcome", "BlobTransferer", "KeyedLock"]
+__all__ = ["BlobOutcome", "BlobTransferer"]
 
 log = logging.getLogger("ecrcopy")
 
@@ -40,25 +40,6 @@ class BlobOutcome(enum.Enum):
 class BlobResult:
     outcome: BlobOutcome
     bytes_uploaded: int = 0
-
-
-class KeyedLock:
-    """One holder per key at a time (FIFO); locks exist only while someone holds or awaits them."""
-
-    def __init__(self) -> None:
-        self._locks: dict[Hashable, tuple[anyio.Lock, list[int]]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: Hashable) -> AsyncIterator[None]:
-        lock, users = self._locks.setdefault(key, (anyio.Lock(), [0]))
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if users[0] == 0:
-                del self._locks[key]
 
 
 class BlobTransferer:
