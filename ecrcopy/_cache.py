@@ -61,8 +61,8 @@ class BlobHints:
             for host, digests in self._added.items():
                 table = merged.setdefault(host, {})
                 for digest, repos in digests.items():
-                    table[digest] = list(dict.fromkeys([*repos, *table.get(digest, [])]))[:_MAX_REPOS]
-                    table[digest] = table.pop(digest)  # most recently used last
+                    # re-inserted, so the most recently used digests come last and the oldest are trimmed
+                    table[digest] = list(dict.fromkeys([*repos, *table.pop(digest, [])]))[:_MAX_REPOS]
                 if len(table) > _MAX_DIGESTS_PER_HOST:
                     for stale in list(table)[: len(table) - _MAX_DIGESTS_PER_HOST]:
                         del table[stale]
