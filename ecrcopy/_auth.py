@@ -4,8 +4,14 @@ The first request to a registry is ``GET /v2/``; its ``WWW-Authenticate`` challe
 scheme. *Basic* sends the credentials on every request. *Bearer* exchanges them at the realm (which
 may live on another host, as GitLab's ``/jwt/auth`` does) for a token per set of scopes; tokens
 are cached and refreshed a margin before they expire (``expires_in``, else the JWT ``exp``
-claim). A 401 triggers one re-authentication; credentials the realm rejects fail fast — GitLab
-bans an address after a few hundred failed attempts.
+claim, measured on the local clock from the moment the token arrived). A 401 triggers one
+re-authentication; credentials the realm rejects fail fast — GitLab bans an address after a few
+hundred failed attempts.
+
+The challenge, and so the realm credentials are sent to, is learned only from the registry's own
+``GET /v2/``; a later 401 may say a token expired, but never moves the realm. A token-service
+hiccup (connection trouble, 429, 5xx, an unreadable reply) is transient and retried by the run's
+:class:`~ecrcopy._retry.RetryPolicy`.
 """
 
 from __future__ import annotations
@@ -21,14 +27,19 @@ from ._credentials import CredentialProvider, Credentials
 from ._exceptions import (
     AuthenticationError,
     ConfigurationError,
+    EcrcopyError,
     RateLimited,
     RegistryServerError,
     RegistryUnavailable,
+    TransferError,
 )
+from ._limits import HostLimits
+from ._options import CopyOptions
 from ._protocol import (
     Challenge,
     Scope,
     TokenInfo,
+    clean_text,
     format_scopes,
     parse_error_body,
     parse_retry_after,
@@ -37,8 +48,12 @@ from ._protocol import (
     redact_url,
 )
 from ._reference import is_loopback_host, split_host_port
+from ._retry import RetryPolicy, is_transient
 
-__all__ = ["Authenticator"]
+__all__ = ["Authenticator", "describe_transport_error"]
+
+#: Largest token reply read (GitLab's JWTs with many scopes are a few KiB).
+MAX_TOKEN_REPLY = 1024 * 1024
 
 log = logging.getLogger("ecrcopy")
 
@@ -68,7 +83,8 @@ class Authenticator:
         *,
         refresh_margin: float = 30.0,
         allow_http: Callable[[str], bool] = is_loopback_host,
-        retries: int = 5,
+        retry: RetryPolicy | None = None,
+        limits: HostLimits | None = None,
     ) -> None:
         self.host = host
         self.base_url = base_url
@@ -76,13 +92,16 @@ class Authenticator:
         self._credentials = credentials
         self._refresh_margin = refresh_margin
         self._allow_http = allow_http
-        self._retries = max(1, retries)
+        self._retry = retry or RetryPolicy(CopyOptions())
+        self._limits = limits or HostLimits(self._retry.options)
         self._challenge: Challenge | None = None
         self._pinged = False
         self._ping_lock = anyio.Lock()
         self._tokens: dict[ScopeKey, TokenInfo] = {}
         self._token_locks: dict[ScopeKey, anyio.Lock] = {}
+        #: token requests sent, and good tokens received
         self.token_requests = 0
+        self.tokens_received = 0
 
     @property
     def scheme(self) -> str | None:
@@ -91,43 +110,64 @@ class Authenticator:
     async def ping(self) -> None:
         """``GET /v2/`` once: learn the auth scheme; fail clearly when the registry is unreachable.
 
-        429 and 5xx answers (and a broken connection) are retried a few times: they are passing.
+        A refused connection is final at once; other connection trouble, 429 and 5xx answers are
+        retried per the run's policy, then reported as :class:`RegistryUnavailable`.
         """
         async with self._ping_lock:
             if self._pinged:
                 return
-            url = f"{self.base_url}/v2/"
-            for attempt in range(1, self._retries + 1):
-                last = attempt == self._retries
-                try:
-                    response = await self._http.get(url)
-                except httpx.ConnectError as exc:  # nothing listens there: no point in waiting
-                    raise RegistryUnavailable(f"cannot reach registry {self.host}: {_describe(exc)}") from None
-                except httpx.TransportError as exc:
-                    if last:
-                        raise RegistryUnavailable(f"cannot reach registry {self.host}: {_describe(exc)}") from None
-                    await anyio.sleep(min(0.5 * 2 ** (attempt - 1), 10.0))
-                    continue
-                status = response.status_code
-                if status == 429 or status >= 500:
-                    if last:
-                        raise RegistryUnavailable(f"registry {self.host} answered {status} to GET /v2/")
-                    wait = parse_retry_after(response.headers.get("retry-after"))
-                    await anyio.sleep(min(wait if wait is not None else 0.5 * 2 ** (attempt - 1), 30.0))
-                    continue
-                if status == 401:
-                    self._challenge = _pick_challenge(response.headers.get("www-authenticate"))
-                    if self._challenge is None:
-                        raise AuthenticationError(
-                            f"{self.host} answered 401 without a usable WWW-Authenticate challenge"
-                        )
-                elif status != 200:
-                    raise ConfigurationError(
-                        f"{self.host} does not look like a container registry (GET /v2/ answered {status})"
-                    )
-                break
+            try:
+                challenge = await self._retry.run(self._ping_once, what=f"GET {self.host}/v2/", host=self.host)
+            except EcrcopyError as exc:
+                if exc.fatal:
+                    raise
+                raise RegistryUnavailable(f"cannot reach registry {self.host}: {exc}") from None
+            self._challenge = challenge
             self._pinged = True
             log.debug("registry %s auth scheme: %s", self.host, self.scheme or "none")
+
+    async def _ping_once(self) -> Challenge | None:
+        url = f"{self.base_url}/v2/"
+        async with self._limits(self.host).slot():
+            try:
+                response = await self._http.get(url)
+            except httpx.ConnectError as exc:  # nothing listens there: no point in waiting
+                raise RegistryUnavailable(
+                    f"cannot reach registry {self.host}: {describe_transport_error(exc)}"
+                ) from None
+            except httpx.TransportError as exc:
+                raise TransferError(f"GET /v2/: {describe_transport_error(exc)}") from None
+        status = response.status_code
+        if status == 429:
+            raise RateLimited(
+                f"registry {self.host} answered 429 to GET /v2/",
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
+        if status in (500, 502, 503, 504):
+            raise RegistryServerError(f"registry {self.host} answered {status} to GET /v2/", status=status)
+        if status == 401:
+            challenge = _pick_challenge(response.headers.get("www-authenticate"))
+            if challenge is None:
+                raise AuthenticationError(f"{self.host} answered 401 without a usable WWW-Authenticate challenge")
+            return challenge
+        if status != 200:
+            raise ConfigurationError(
+                f"{self.host} does not look like a container registry (GET /v2/ answered {status})"
+            )
+        return None
+
+    async def check(self, scopes: frozenset[Scope]) -> None:
+        """Prove the credentials now (a token for ``scopes``): fatal errors at the start of a run.
+
+        Transient trouble that outlasts the retries becomes :class:`RegistryUnavailable`.
+        """
+        await self.ping()
+        try:
+            await self._retry.run(lambda: self.headers(scopes), what=f"token for {self.host}", host=self.host)
+        except EcrcopyError as exc:
+            if exc.fatal or not is_transient(exc):
+                raise
+            raise RegistryUnavailable(f"cannot get a token for {self.host}: {exc}") from None
 
     async def headers(self, scopes: frozenset[Scope]) -> dict[str, str]:
         """The ``Authorization`` header for a request needing ``scopes`` (empty when anonymous)."""
@@ -137,23 +177,28 @@ class Authenticator:
             return {}
         if challenge.scheme == "basic":
             creds = await self._credentials.get(self.host)
-            return {"Authorization": creds.basic_header()} if creds else {}
+            return {"Authorization": creds.basic_header()} if creds else {}  # basic_header() validates
         token = await self._token(challenge, scopes)
         return {"Authorization": f"Bearer {token.token}"}
 
     def unauthorized(self, response: httpx.Response, scopes: frozenset[Scope]) -> bool:
-        """React to a 401 on a request that carried our credentials; True when a retry may succeed.
+        """React to a 401 from the registry's own origin on a request that carried our credentials.
 
-        Drops the cached token (or asks the credential provider to refresh) and learns a changed
-        challenge. ``insufficient_scope`` is not retried: new credentials would not grant more.
+        True when a retry may succeed: the cached token is dropped (or the credential provider
+        asked to refresh). ``insufficient_scope`` is not retried: new credentials would not grant
+        more. The challenge learned from ``GET /v2/`` stays: a 401 never moves the realm.
         """
         challenge = _pick_challenge(response.headers.get("www-authenticate"))
-        if challenge is not None:
-            if challenge.error == "insufficient_scope":
-                return False
-            self._challenge = challenge
+        if challenge is not None and challenge.error == "insufficient_scope":
+            return False
         if self._challenge is None:
             return False
+        if challenge is not None and challenge.realm != self._challenge.realm:
+            log.warning(
+                "%s: a 401 named another token realm %s; keeping the realm its /v2/ announced",
+                self.host,
+                clean_text(redact_url(challenge.realm or ""), 120),
+            )
         if self._challenge.scheme == "bearer":
             wanted = _key(scopes)
             for key in [k for k in self._tokens if k == wanted or _covers(k, wanted)]:
@@ -170,7 +215,7 @@ class Authenticator:
     async def _token(self, challenge: Challenge, scopes: frozenset[Scope]) -> TokenInfo:
         key = _key(scopes)
         async with self._lock(key):
-            now = time.time()
+            now = time.monotonic()
             for cached_key in (key, *(k for k in self._tokens if k != key and _covers(k, key))):
                 cached = self._tokens.get(cached_key)
                 if cached is not None:
@@ -185,7 +230,12 @@ class Authenticator:
         realm = challenge.realm
         if not realm:
             raise AuthenticationError(f"{self.host} sent a Bearer challenge without a realm")
-        realm_url = httpx.URL(realm)
+        try:
+            realm_url = httpx.URL(realm)
+        except (httpx.InvalidURL, ValueError):
+            raise AuthenticationError(f"{self.host} announced an unusable token realm") from None
+        if realm_url.scheme not in ("http", "https") or not realm_url.host:
+            raise AuthenticationError(f"{self.host} announced a token realm that is not an HTTP URL")
         if realm_url.scheme != "https":
             realm_host = realm_url.host if realm_url.port is None else f"{realm_url.host}:{realm_url.port}"
             if realm_url.scheme != "http" or not (
@@ -200,6 +250,7 @@ class Authenticator:
             params.append(("service", challenge.service))
         params.extend(("scope", s) for s in format_scopes(scopes))
         self.token_requests += 1
+        what = f"token service {clean_text(redact_url(realm), 160)}"
         try:
             if creds is not None and creds.identity_token is not None:
                 form: dict[str, str] = {k: str(v) for k, v in params}
@@ -209,37 +260,59 @@ class Authenticator:
                     client_id="ecrcopy",
                     scope=" ".join(format_scopes(scopes)),
                 )
-                response = await self._http.post(realm, data=form)
+                request = self._http.build_request("POST", realm, data=form)
             else:
                 headers = {"Authorization": creds.basic_header()} if creds else {}
                 if creds:
                     params.append(("account", creds.username))
                 # append to the realm's own query: httpx's params= would replace it
-                url = httpx.URL(realm)
-                response = await self._http.get(url.copy_merge_params(params), headers=headers)
+                request = self._http.build_request("GET", realm_url.copy_merge_params(params), headers=headers)
+            async with self._limits(_host_of(realm_url)).slot():
+                response = await self._http.send(request, stream=True)
+                try:
+                    body = await _read_token_reply(response, what)
+                finally:
+                    await response.aclose()
         except httpx.TransportError as exc:
-            raise RegistryUnavailable(f"cannot reach token service {redact_url(realm)}: {_describe(exc)}") from None
+            raise TransferError(f"{what}: {describe_transport_error(exc)}") from None
+        received = time.monotonic()
         status = response.status_code
         if status in (401, 403):
             who = f"user {creds.username!r}" if creds else "anonymous access"
-            raise AuthenticationError(
-                f"{self.host}: token service {redact_url(realm)} rejected {who} ({status}); check the credentials"
-            )
+            raise AuthenticationError(f"{self.host}: {what} rejected {who} ({status}); check the credentials")
         if status == 429:
+            self._limits(_host_of(realm_url)).throttled()
             raise RateLimited(
-                f"token service {redact_url(realm)} rate-limited us",
-                retry_after=parse_retry_after(response.headers.get("retry-after")),
+                f"{what} answered 429", retry_after=parse_retry_after(response.headers.get("retry-after"))
             )
-        if status >= 500:
-            raise RegistryServerError(f"token service {redact_url(realm)} answered {status}", status=status)
+        if status in (500, 502, 503, 504):
+            raise RegistryServerError(f"{what} answered {status}", status=status)
         if status != 200:
-            errors = parse_error_body(response.content)
-            detail = f": {errors[0].message}" if errors else ""
-            raise AuthenticationError(f"token service {redact_url(realm)} answered {status}{detail}")
+            errors = parse_error_body(body)
+            detail = f": {errors[0].message}" if errors and errors[0].message else ""
+            raise AuthenticationError(f"{what} answered {status}{detail}")
         try:
-            return parse_token_response(response.content, time.time())
+            token = parse_token_response(body, received, wall_now=time.time())
         except ValueError as exc:
-            raise AuthenticationError(f"token service {redact_url(realm)}: {exc}") from None
+            # a cut or garbled reply: transient (retried); a realm that never answers sensibly fails the run
+            raise TransferError(f"{what}: {exc}") from None
+        self.tokens_received += 1
+        return token
+
+
+async def _read_token_reply(response: httpx.Response, what: str) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_raw(65536):
+        size += len(chunk)
+        if size > MAX_TOKEN_REPLY:
+            raise TransferError(f"{what}: reply longer than {MAX_TOKEN_REPLY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _host_of(url: httpx.URL) -> str:
+    return url.host if url.port is None else f"{url.host}:{url.port}"
 
 
 def _key(scopes: frozenset[Scope]) -> ScopeKey:
@@ -259,6 +332,14 @@ def _covers(have: ScopeKey, want: ScopeKey) -> bool:
     return True
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+def describe_transport_error(exc: BaseException) -> str:
+    """A transport failure in words, without anything from the request's headers.
+
+    Protocol errors raised while *sending* (h11's ``LocalProtocolError``) can quote a header
+    value, so only their class is named; other messages are cleaned and shortened.
+    """
+    name = exc.__class__.__name__
+    if isinstance(exc, httpx.LocalProtocolError):
+        return f"{name} (the request could not be sent)"
+    text = clean_text(str(exc), 160)
+    return f"{name}: {text}" if text else name

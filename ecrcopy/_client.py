@@ -2,14 +2,25 @@
 
 :class:`RegistryClient` speaks ``/v2/`` over one ``httpx.AsyncClient`` (its transport is the
 test seam): manifests byte-exact, blobs streamed and verified, uploads monolithic or chunked,
-cross-repository mounts, tag listing. Authentication lives in :mod:`ecrcopy._auth`; transient
-failures of idempotent requests (429, 502/503/504, broken connections) are retried with backoff.
+cross-repository mounts, tag listing. Authentication lives in :mod:`ecrcopy._auth`, retries in
+:mod:`ecrcopy._retry`, per-host limits in :mod:`ecrcopy._limits`.
+
+Boundaries it keeps:
+
+* ``Authorization`` goes only to the registry's own origin (scheme, host, port): never to an
+  upload ``Location``, a ``Link`` or a redirect on another origin, and a 401 from another origin
+  teaches nothing about authentication.
+* Every body is read with a byte limit while it streams (manifests 4 MiB, token replies, error
+  bodies and tag pages their own); a body that never ends is cut at the limit.
+* Everything a registry sends is validated before use: digests, sizes, ``Location`` and ``Link``
+  URLs, header values; text is cleaned of control characters before it reaches a message.
+* Every failure leaves as an :class:`~ecrcopy.EcrcopyError`.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
+import json
 import logging
 import os
 import ssl
@@ -18,12 +29,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import NoReturn
 
-import anyio
 import certifi
 import httpx
 
 from . import _mediatypes as mt
-from ._auth import Authenticator
+from ._auth import Authenticator, describe_transport_error
 from ._credentials import CredentialProvider
 from ._exceptions import (
     AuthenticationError,
@@ -37,28 +47,39 @@ from ._exceptions import (
     TransferError,
     UnsupportedManifest,
 )
-from ._models import MAX_MANIFEST_SIZE, Manifest
+from ._limits import HostLimits
+from ._models import MAX_BLOB_SIZE, MAX_MANIFEST_SIZE, Manifest, new_hasher
 from ._options import CopyOptions
 from ._protocol import (
     Scope,
     append_query,
+    clean_text,
     next_link,
     parse_error_body,
+    parse_range_end,
     parse_retry_after,
     parse_www_authenticate,
     redact_url,
     same_origin,
 )
-from ._reference import is_loopback_host, split_host_port
+from ._reference import is_loopback_host, is_valid_digest, split_host_port
+from ._retry import RetryPolicy
 
-__all__ = ["ManifestInfo", "RegistryClient"]
+__all__ = ["ManifestInfo", "RegistryClient", "Reply", "StreamReader", "chunk_length", "counting"]
 
 log = logging.getLogger("ecrcopy")
 
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
+_SUCCESS = tuple(range(200, 300))
 _READ_CHUNK = 1024 * 1024
+#: Limit of a body ecrcopy does not expect to be large (upload and mount answers, HEADs).
+_SMALL_BODY = 64 * 1024
+_ERROR_BODY = 64 * 1024
+#: Limits of a tag listing: bytes of one page, pages, tags.
+MAX_TAG_PAGE = 8 * 1024 * 1024
+MAX_TAG_PAGES = 5000
+MAX_TAGS = 500_000
 
 
 @dataclass(frozen=True)
@@ -68,6 +89,16 @@ class ManifestInfo:
     digest: str
     media_type: str | None
     size: int | None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A response whose body was read within its limit."""
+
+    status_code: int
+    headers: httpx.Headers
+    url: httpx.URL
+    content: bytes
 
 
 def pull_scope(repo: str) -> Scope:
@@ -91,7 +122,7 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-class _StreamReader:
+class StreamReader:
     """Hands out exact-size slices of an async byte stream without copying it whole."""
 
     def __init__(self, stream: AsyncIterator[bytes]) -> None:
@@ -107,7 +138,7 @@ class _StreamReader:
                 try:
                     piece = await self._stream.__anext__()
                 except StopAsyncIteration:
-                    raise DigestMismatch(f"source blob ended {remaining} bytes early") from None
+                    raise TransferError(f"source blob ended {remaining} bytes early") from None
             if len(piece) > remaining:
                 piece, self._leftover = piece[:remaining], piece[remaining:]
             remaining -= len(piece)
@@ -122,7 +153,11 @@ class _StreamReader:
 
 
 class RegistryClient:
-    """Client for one registry host (``host[:port]``)."""
+    """Client for one registry host (``host[:port]``).
+
+    ``retry`` and ``limits`` are shared by every client of a run (a :class:`~ecrcopy.Copier`
+    passes its own); left out, the client has private ones.
+    """
 
     def __init__(
         self,
@@ -132,6 +167,8 @@ class RegistryClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         scheme: str | None = None,
+        retry: RetryPolicy | None = None,
+        limits: HostLimits | None = None,
     ) -> None:
         self.host = host
         self.options = options or CopyOptions()
@@ -142,7 +179,9 @@ class RegistryClient:
 
         self.scheme = scheme or ("http" if allow_http(host) else "https")
         self.base_url = f"{self.scheme}://{host}"
-        limits = httpx.Limits(
+        self.limits = limits or HostLimits(self.options)
+        self.retry = retry or RetryPolicy(self.options)
+        http_limits = httpx.Limits(
             max_connections=self.options.connections_per_host,
             max_keepalive_connections=self.options.connections_per_host,
         )
@@ -155,10 +194,11 @@ class RegistryClient:
         self.http = httpx.AsyncClient(
             transport=transport,
             verify=tls_context(),
-            limits=limits,
+            limits=http_limits,
             timeout=timeout,
             follow_redirects=False,
-            headers={"User-Agent": "ecrcopy"},
+            # ``identity``: bodies arrive as the registry stores them, so digests are of the real bytes
+            headers={"User-Agent": "ecrcopy", "Accept-Encoding": "identity"},
         )
         self.auth = Authenticator(
             host,
@@ -167,7 +207,8 @@ class RegistryClient:
             credentials,
             refresh_margin=self.options.token_refresh_margin,
             allow_http=allow_http,
-            retries=self.options.retries,
+            retry=self.retry,
+            limits=self.limits,
         )
 
     async def aclose(self) -> None:
@@ -189,109 +230,113 @@ class RegistryClient:
         *,
         headers: dict[str, str] | None = None,
         content: bytes | AsyncIterator[bytes] | None = None,
-        stream: bool = False,
         ok: Iterable[int] = (200,),
         retry: bool = True,
         what: str,
-    ) -> httpx.Response:
-        """Send with auth; retry transient failures (replayable bodies only); map errors.
+        limit: int = _SMALL_BODY,
+        too_large: type[EcrcopyError] = RegistryError,
+    ) -> Reply:
+        """Send a request and read its body within ``limit``; retried per the run's policy.
 
-        Returns a response whose status is in ``ok`` (or a redirect when ``stream`` is used for
-        blobs); raises an :class:`EcrcopyError` otherwise.
+        Only requests with a replayable body are retried here (``retry=False`` leaves it to the
+        caller, as for uploads that resume). Raises an :class:`EcrcopyError` unless the status is
+        in ``ok``.
         """
         scope_set = frozenset(scopes)
-        replayable = not isinstance(content, AsyncIterator)
         ok_set = frozenset(ok)
-        attempt = 0
-        reauthed = False
-        while True:
-            attempt += 1
+
+        async def attempt() -> Reply:
+            response = await self._exchange(method, url, scope_set, headers, content, ok_set, what)
+            try:
+                body = await _read_limited(response, limit, what, too_large)
+            finally:
+                await response.aclose()
+            return Reply(response.status_code, response.headers, response.url, body)
+
+        if retry and not isinstance(content, AsyncIterator):
+            return await self.retry.run(attempt, what=what, host=self.host)
+        return await attempt()
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        scopes: frozenset[Scope],
+        headers: dict[str, str] | None,
+        content: bytes | AsyncIterator[bytes] | None,
+        ok: frozenset[int],
+        what: str,
+    ) -> httpx.Response:
+        """One attempt (with at most one re-authentication); the response is open, status in ``ok``.
+
+        Credentials are added only when ``url`` is on the registry's own origin.
+        """
+        replayable = not isinstance(content, AsyncIterator)
+        own_origin = same_origin(url, self.base_url)
+        for round_ in (1, 2):
             req_headers = dict(headers or {})
+            if own_origin:
+                if replayable:
+                    req_headers.update(await self.auth.headers(scopes))
+                else:  # the body streams once: get the token (with retries) before it starts
+                    req_headers.update(
+                        await self.retry.run(lambda: self.auth.headers(scopes), what=what, host=self.host)
+                    )
             try:
-                req_headers.update(await self.auth.headers(scope_set))
-            except (RateLimited, RegistryServerError) as exc:  # a flaky token service
-                if attempt < self.options.retries:
-                    await self._backoff(attempt, getattr(exc, "retry_after", None), exc)
-                    continue
-                raise
-            request = self.http.build_request(method, url, headers=req_headers, content=content)
-            try:
-                response = await self.http.send(request, stream=True)
-            except httpx.TransportError as exc:
-                error: EcrcopyError = TransferError(f"{what}: {exc.__class__.__name__} {exc}".strip())
-                if retry and replayable and attempt < self.options.retries:
-                    await self._backoff(attempt, None, error)
-                    continue
-                raise error from None
+                request = self.http.build_request(method, url, headers=req_headers, content=content)
+            except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError):
+                raise RegistryError(
+                    f"{what}: the registry gave an unusable URL {clean_text(redact_url(url))}"
+                ) from None
+            host_limit = self.limits(_host_of(request.url))
+            async with host_limit.slot():
+                try:
+                    response = await self.http.send(request, stream=True)
+                except httpx.TransportError as exc:
+                    raise TransferError(f"{what}: {describe_transport_error(exc)}") from None
             status = response.status_code
-            if status in ok_set:
-                if not stream:
-                    try:
-                        await response.aread()
-                    except httpx.TransportError as exc:
-                        await response.aclose()
-                        if retry and replayable and attempt < self.options.retries:
-                            await self._backoff(attempt, None, TransferError(str(exc)))
-                            continue
-                        raise TransferError(f"{what}: {exc.__class__.__name__}") from None
+            if status in ok:
+                host_limit.succeeded()
                 return response
-            body = await self._read_error_body(response)
-            if status == 401 and not reauthed and replayable and self.auth.unauthorized(response, scope_set):
-                reauthed = True
-                attempt -= 1
-                continue
-            if status == 401 and not replayable:
-                # a streamed body is gone; let the caller restart the transfer with fresh auth
-                self.auth.unauthorized(response, scope_set)
-                raise TransferError(f"{what}: credentials expired during the request")
-            try:
-                self._raise_for(response, body, what)
-            except (RateLimited, RegistryServerError) as exc:
-                if retry and replayable and status in _RETRY_STATUSES and attempt < self.options.retries:
-                    await self._backoff(attempt, getattr(exc, "retry_after", None), exc)
-                    continue
-                raise
+            body = await _read_error_body(response)
+            if status == 429:
+                host_limit.throttled()
+            if status == 401 and own_origin:
+                if _insufficient_scope(response):
+                    raise Denied(
+                        f"{what}: 401 insufficient_scope: the credentials may not do this{_detail(body)}",
+                        status=401,
+                        code="insufficient_scope",
+                    )
+                if round_ == 1 and self.auth.unauthorized(response, scopes):
+                    if replayable:
+                        continue
+                    # the streamed body is gone: the caller resumes or restarts with a fresh token
+                    raise TransferError(f"{what}: credentials expired during the request")
+            self._raise_for(response, body, what, own_origin=own_origin)
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _read_error_body(self, response: httpx.Response) -> bytes:
-        try:
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in _raw_chunks(response, 65536):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > 65536:
-                    break
-            return b"".join(chunks)
-        except httpx.HTTPError:
-            return b""
-        finally:
-            await response.aclose()
-
-    async def _backoff(self, attempt: int, retry_after: float | None, error: EcrcopyError) -> None:
-        delay = self.options.backoff_delay(attempt, retry_after)
-        log.info("%s: %s; retry %d in %.1fs", self.host, error, attempt, delay)
-        await anyio.sleep(delay)
-
-    def _raise_for(self, response: httpx.Response, body: bytes, what: str) -> NoReturn:
+    def _raise_for(self, response: httpx.Response, body: bytes, what: str, *, own_origin: bool = True) -> NoReturn:
         status = response.status_code
         errors = parse_error_body(body)
-        code = errors[0].code if errors else None
-        detail = f" {code}" if code else ""
-        if errors and errors[0].message:
-            detail += f": {errors[0].message}"
-        message = f"{what}: {status}{detail}"
-        if status == 401:
-            challenges = parse_www_authenticate(response.headers.get("www-authenticate", ""))
-            if any(c.error == "insufficient_scope" for c in challenges):
-                raise Denied(f"{message} (insufficient_scope: the credentials may not do this)", status=401, code=code)
+        code = errors[0].code if errors and errors[0].code else None
+        message = f"{what}: {status}{_detail(body)}"
+        if status == 401 and own_origin:
             raise AuthenticationError(f"{self.host}: credentials rejected ({message})")
+        if status in (401, 403) and not own_origin:
+            origin = clean_text(redact_url(str(response.url)), 120)
+            raise RegistryError(
+                f"{message} (from {origin}, another origin: ecrcopy never sends it the registry's credentials)",
+                status=status,
+                code=code,
+            )
         if status == 403:
             raise Denied(message, status=status, code=code)
         if status == 404:
             raise NotFound(message, status=status, code=code)
         if status == 429:
             raise RateLimited(message, code=code, retry_after=parse_retry_after(response.headers.get("retry-after")))
-        if status >= 500:
+        if status in (500, 502, 503, 504):
             raise RegistryServerError(message, status=status, code=code)
         if code == "DIGEST_INVALID":
             raise DigestMismatch(message)
@@ -303,23 +348,22 @@ class RegistryClient:
 
     async def get_manifest(self, repo: str, reference: str) -> Manifest:
         """GET a manifest by tag or digest; bytes kept exactly; digest verified when fetched by digest."""
-        response = await self._send(
+        reply = await self._send(
             "GET",
             self._url(repo, f"manifests/{reference}"),
             [pull_scope(repo)],
             headers={"Accept": mt.ACCEPT_MANIFESTS},
             what=f"GET manifest {repo}:{reference}",
+            limit=MAX_MANIFEST_SIZE,
+            too_large=UnsupportedManifest,
         )
-        raw = response.content
-        if len(raw) > MAX_MANIFEST_SIZE:
-            raise UnsupportedManifest(f"manifest {repo}:{reference} is larger than 4 MiB")
-        expected = reference if reference.startswith(("sha256:", "sha512:")) else None
-        return Manifest.from_bytes(raw, response.headers.get("content-type"), expected_digest=expected)
+        expected = reference if is_valid_digest(reference) else None
+        return Manifest.from_bytes(reply.content, reply.headers.get("content-type"), expected_digest=expected)
 
     async def head_manifest(self, repo: str, reference: str) -> ManifestInfo | None:
-        """HEAD a manifest: its digest (None when absent). Falls back to GET without a digest header."""
+        """HEAD a manifest: its digest (None when absent). Falls back to GET without a usable digest header."""
         try:
-            response = await self._send(
+            reply = await self._send(
                 "HEAD",
                 self._url(repo, f"manifests/{reference}"),
                 [pull_scope(repo)],
@@ -328,56 +372,75 @@ class RegistryClient:
             )
         except NotFound:
             return None
-        digest = response.headers.get("docker-content-digest")
-        length = response.headers.get("content-length")
-        media_type = (response.headers.get("content-type") or "").split(";")[0] or None
-        if not digest:
+        digest = reply.headers.get("docker-content-digest")
+        length = reply.headers.get("content-length")
+        media_type = (reply.headers.get("content-type") or "").split(";")[0].strip() or None
+        if not digest or not is_valid_digest(digest):
             try:
                 manifest = await self.get_manifest(repo, reference)
             except NotFound:
                 return None
             return ManifestInfo(manifest.digest, manifest.media_type, manifest.size)
-        return ManifestInfo(digest, media_type, int(length) if length and length.isdigit() else None)
+        size = int(length) if length and length.isdigit() and len(length) < 12 else None
+        return ManifestInfo(digest, media_type if media_type in mt.MANIFEST_TYPES else None, size)
 
     async def put_manifest(self, repo: str, reference: str, manifest: Manifest) -> None:
         """PUT exact bytes with ``Content-Type`` = the manifest's media type; verify the echoed digest."""
         if manifest.is_schema1:
             raise UnsupportedManifest("Docker schema 1 manifests cannot be pushed (GitLab refuses them)")
-        response = await self._send(
+        reply = await self._send(
             "PUT",
             self._url(repo, f"manifests/{reference}"),
             [push_scope(repo)],
             headers={"Content-Type": manifest.media_type},
             content=manifest.raw,
-            ok=(200, 201, 202),
+            ok=_SUCCESS,
             what=f"PUT manifest {repo}:{reference}",
         )
-        echoed = response.headers.get("docker-content-digest")
+        echoed = reply.headers.get("docker-content-digest")
         if echoed and echoed != manifest.digest:
-            raise DigestMismatch(f"registry stored {repo}:{reference} as {echoed}, expected {manifest.digest}")
+            raise DigestMismatch(
+                f"registry stored {repo}:{reference} as {clean_text(echoed, 140)}, expected {manifest.digest}"
+            )
 
     async def list_tags(self, repo: str, page_size: int = 1000) -> list[str]:
-        """Every tag of ``repo``, following ``Link: <…>; rel="next"`` pages."""
+        """Every tag of ``repo``, following ``Link: <…>; rel="next"`` pages on the registry's own origin.
+
+        Bounded: a page may hold :data:`MAX_TAG_PAGE` bytes, a listing :data:`MAX_TAG_PAGES` pages and
+        :data:`MAX_TAGS` tags. Entries that are not strings are dropped; tags are not validated here.
+        """
         url: str | None = self._url(repo, f"tags/list?n={page_size}")
+        what = f"list tags of {repo}"
         tags: list[str] = []
         seen: set[str] = set()
+        visited: set[str] = set()
+        pages = 0
         while url is not None:
-            response = await self._send("GET", url, [pull_scope(repo)], what=f"list tags of {repo}")
+            pages += 1
+            if pages > MAX_TAG_PAGES:
+                raise RegistryError(f"{what}: more than {MAX_TAG_PAGES} pages; giving up on an endless listing")
+            reply = await self._send("GET", url, [pull_scope(repo)], what=what, limit=MAX_TAG_PAGE)
             try:
-                page = response.json()
-            except ValueError:
-                raise RegistryError(f"list tags of {repo}: response is not JSON") from None
-            for tag in page.get("tags") or []:
+                page = json.loads(reply.content)
+            except (ValueError, RecursionError):
+                raise RegistryError(f"{what}: response is not JSON") from None
+            listed = page.get("tags") if isinstance(page, dict) else None
+            for tag in listed if isinstance(listed, list) else []:
                 if isinstance(tag, str) and tag not in seen:
                     seen.add(tag)
                     tags.append(tag)
-            link = next_link(response.headers.get("link"), str(response.url))
+            if len(tags) > MAX_TAGS:
+                raise RegistryError(f"{what}: more than {MAX_TAGS} tags; giving up on an endless listing")
+            try:
+                link = next_link(reply.headers.get("link"), str(reply.url))
+            except ValueError:
+                raise RegistryError(f"{what}: unreadable Link header") from None
             if link is not None and not same_origin(link, self.base_url):
-                raise RegistryError(f"list tags of {repo}: refusing to follow pagination to another host")
-            if link is not None and link in seen:
+                raise RegistryError(f"{what}: refusing to follow pagination to another host")
+            if link is not None and link in visited:
                 break
             if link is not None:
-                seen.add(link)
+                visited.add(link)
             url = link
         return tags
 
@@ -398,51 +461,81 @@ class RegistryClient:
         return True
 
     @asynccontextmanager
-    async def open_blob(self, repo: str, digest: str, size: int | None) -> AsyncIterator[AsyncIterator[bytes]]:
-        """Stream a blob, verifying its sha256 and length; the last piece is held back until verified.
+    async def open_blob(
+        self, repo: str, digest: str, size: int | None, *, offset: int = 0, verify: bool | None = None
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Stream a blob from byte ``offset``.
 
+        With ``verify`` (the default from byte 0) its digest and length are checked and the last
+        piece is held back until they are; without it (a resumed upload) the caller verifies.
         Redirects (ECR answers 307 to S3) are followed by hand: ``Authorization`` is sent only to
-        the registry's own origin, never to another host.
+        the registry's own origin. A 401/403 from object storage (an expired presigned URL, a CDN)
+        is a :class:`TransferError`: fetching the blob again gets a fresh URL.
         """
-        url = self._url(repo, f"blobs/{digest}")
-        for _ in range(_MAX_REDIRECTS + 1):
-            if same_origin(url, self.base_url):
-                response = await self._send(
-                    "GET", url, [pull_scope(repo)], stream=True, ok=(200, *_REDIRECTS), what=f"GET blob {digest}"
-                )
-            else:
-                response = await self._send_unauthenticated(url, digest)
-            if response.status_code == 200:
-                break
-            location = response.headers.get("location")
-            await response.aclose()
-            if not location:
-                raise RegistryError(f"GET blob {digest}: redirect without Location")
-            url = str(httpx.URL(url).join(location))
-        else:
-            raise RegistryError(f"GET blob {digest}: too many redirects")
+        if verify is None:
+            verify = offset == 0
+        response = await self._open_blob_response(repo, digest, offset)
         try:
-            yield _verified(_raw_chunks(response, _READ_CHUNK), digest, size)
-        except httpx.TransportError as exc:
-            raise TransferError(f"GET blob {digest}: connection broke: {exc.__class__.__name__}") from None
+            pieces = _raw_chunks(response, _READ_CHUNK, f"GET blob {digest}")
+            if offset and response.status_code == 200:
+                pieces = _skip(pieces, offset)  # the server ignored Range
+            yield _verified(pieces, digest, size) if verify and offset == 0 else pieces
         finally:
             await response.aclose()
 
-    async def _send_unauthenticated(self, url: str, digest: str) -> httpx.Response:
-        what = f"GET blob {digest} from {redact_url(url)}"
+    async def _open_blob_response(self, repo: str, digest: str, offset: int) -> httpx.Response:
+        url = self._url(repo, f"blobs/{digest}")
+        what = f"GET blob {digest}"
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        ok = frozenset({200, 206, *_REDIRECTS})
+        for _ in range(_MAX_REDIRECTS + 1):
+            if same_origin(url, self.base_url):
+                response = await self._exchange("GET", url, frozenset({pull_scope(repo)}), headers, None, ok, what)
+            else:
+                response = await self._send_to_storage(url, headers, ok, what)
+            if response.status_code in (200, 206):
+                if response.status_code == 206 and not _range_starts_at(response, offset):
+                    await response.aclose()
+                    raise TransferError(f"{what}: the registry answered a range that does not start at {offset}")
+                return response
+            location = response.headers.get("location")
+            await response.aclose()
+            if not location:
+                raise RegistryError(f"{what}: redirect without Location")
+            try:
+                url = str(httpx.URL(url).join(location))
+            except (httpx.InvalidURL, ValueError):
+                raise RegistryError(f"{what}: redirect to an unusable URL") from None
+            if httpx.URL(url).scheme not in ("http", "https"):
+                raise RegistryError(f"{what}: redirect to a non-HTTP URL")
+        raise RegistryError(f"{what}: too many redirects")
+
+    async def _send_to_storage(
+        self, url: str, headers: dict[str, str], ok: frozenset[int], what: str
+    ) -> httpx.Response:
+        """A blob read from another origin (object storage): no credentials, nothing learned from a 401."""
+        what = f"{what} from {clean_text(redact_url(url), 160)}"
         try:
-            response = await self.http.send(self.http.build_request("GET", url), stream=True)
-        except httpx.TransportError as exc:
-            raise TransferError(f"{what}: {exc.__class__.__name__}") from None
-        if response.status_code in (200, *_REDIRECTS):
+            request = self.http.build_request("GET", url, headers=headers)
+        except (httpx.InvalidURL, ValueError):
+            raise RegistryError(f"{what}: unusable URL") from None
+        async with self.limits(_host_of(request.url)).slot():
+            try:
+                response = await self.http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                raise TransferError(f"{what}: {describe_transport_error(exc)}") from None
+        if response.status_code in ok:
             return response
-        body = await self._read_error_body(response)
-        self._raise_for(response, body, what)
+        body = await _read_error_body(response)
+        if response.status_code in (401, 403):
+            # an expired or refused presigned URL: not the registry's credentials; ask the registry again
+            raise TransferError(f"{what}: object storage refused the download ({response.status_code}{_detail(body)})")
+        self._raise_for(response, body, what, own_origin=False)
 
     async def mount_blob(self, repo: str, digest: str, from_repo: str) -> str | None:
         """Cross-repository mount. None when mounted (201); else the upload Location opened (202)."""
         url = append_query(self._url(repo, "blobs/uploads/"), mount=digest, **{"from": from_repo})
-        response = await self._send(
+        reply = await self._send(
             "POST",
             url,
             [push_scope(repo), pull_scope(from_repo)],
@@ -452,28 +545,105 @@ class RegistryClient:
             retry=False,
             what=f"mount {digest} into {repo} from {from_repo}",
         )
-        if response.status_code == 201:
+        if reply.status_code == 201:
             return None
-        return self._location(response, "mount")
+        return self._location(reply, "mount")
 
     async def start_upload(self, repo: str) -> str:
-        response = await self._send(
+        """Open an upload session; its ``Location``."""
+        return (await self.open_upload(repo))[0]
+
+    async def open_upload(self, repo: str) -> tuple[str, int | None]:
+        """Open an upload session: its ``Location`` and the ``OCI-Chunk-Min-Length`` it announced."""
+        reply = await self._send(
             "POST",
             self._url(repo, "blobs/uploads/"),
             [push_scope(repo)],
             headers={"Content-Length": "0"},
             content=b"",
             ok=(202,),
-            retry=False,
             what=f"start upload to {repo}",
         )
-        return self._location(response, "upload")
+        return self._location(reply, "upload"), _chunk_min_length(reply)
 
-    def _location(self, response: httpx.Response, what: str) -> str:
-        location = response.headers.get("location")
+    def _location(self, reply: Reply, what: str) -> str:
+        location = reply.headers.get("location")
         if not location:
-            raise RegistryError(f"{what}: registry sent {response.status_code} without Location")
-        return str(response.url.join(location))
+            raise RegistryError(f"{what}: registry sent {reply.status_code} without Location")
+        try:
+            url = reply.url.join(location)
+        except (httpx.InvalidURL, ValueError):
+            raise RegistryError(f"{what}: registry sent an unusable Location") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise RegistryError(f"{what}: registry sent a Location that is not an HTTP URL")
+        return str(url)
+
+    async def upload_status(self, repo: str, location: str) -> tuple[str, int]:
+        """``GET`` an upload session: its current ``Location`` and how many bytes it holds.
+
+        Raises :class:`NotFound` (404 ``BLOB_UPLOAD_UNKNOWN``) when the session is gone.
+        """
+        reply = await self._send("GET", location, [push_scope(repo)], ok=(200, 204), what=f"status of upload to {repo}")
+        committed = parse_range_end(reply.headers.get("range"))
+        if committed is None:
+            raise RegistryError(f"status of upload to {repo}: no usable Range header")
+        new_location = self._location(reply, "upload status") if reply.headers.get("location") else location
+        return new_location, committed
+
+    async def put_blob(
+        self,
+        repo: str,
+        location: str,
+        digest: str,
+        size: int,
+        body: AsyncIterator[bytes],
+    ) -> None:
+        """Monolithic upload: ``size`` bytes in one ``PUT <location>&digest=…``."""
+        reply = await self._send(
+            "PUT",
+            append_query(location, digest=digest),
+            [push_scope(repo)],
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            content=body,
+            ok=_SUCCESS,
+            retry=False,
+            what=f"upload {digest} to {repo}",
+        )
+        self._check_digest_header(reply, digest)
+
+    async def patch_chunk(
+        self, repo: str, location: str, digest: str, start: int, length: int, body: AsyncIterator[bytes]
+    ) -> tuple[str, int | None]:
+        """``PATCH`` bytes ``start``..``start+length-1``; the next ``Location`` and ``OCI-Chunk-Min-Length``."""
+        reply = await self._send(
+            "PATCH",
+            location,
+            [push_scope(repo)],
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(length),
+                "Content-Range": f"{start}-{start + length - 1}",
+            },
+            content=body,
+            ok=_SUCCESS,
+            retry=False,
+            what=f"upload chunk {start}-{start + length - 1} of {digest} to {repo}",
+        )
+        return self._location(reply, "chunk upload"), _chunk_min_length(reply)
+
+    async def finish_upload(self, repo: str, location: str, digest: str) -> None:
+        """Close a chunked upload with ``PUT <location>&digest=…``; any 2xx with the right digest is success."""
+        reply = await self._send(
+            "PUT",
+            append_query(location, digest=digest),
+            [push_scope(repo)],
+            headers={"Content-Length": "0"},
+            content=b"",
+            ok=_SUCCESS,
+            retry=False,
+            what=f"finish upload of {digest} to {repo}",
+        )
+        self._check_digest_header(reply, digest)
 
     async def upload_blob(
         self,
@@ -485,78 +655,135 @@ class RegistryClient:
         location: str | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> None:
-        """Upload ``size`` bytes from ``stream`` as ``digest``: one PUT up to the threshold, else chunks."""
+        """Upload ``size`` bytes from ``stream`` as ``digest``: one PUT up to the threshold, else chunks.
+
+        One pass over ``stream``, no resumption (:mod:`ecrcopy._upload` resumes chunked uploads).
+        """
+        minimum: int | None = None
         if location is None:
-            location = await self.start_upload(repo)
-        reader = _StreamReader(stream)
+            location, minimum = await self.open_upload(repo)
+        reader = StreamReader(stream)
         if size <= self.options.monolithic_threshold:
-            body = _counting(reader.take(size), on_progress)
-            response = await self._send(
-                "PUT",
-                append_query(location, digest=digest),
-                [push_scope(repo)],
-                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-                content=body,
-                ok=(201, 204),
-                retry=False,
-                what=f"upload {digest} to {repo}",
-            )
+            await self.put_blob(repo, location, digest, size, counting(reader.take(size), on_progress))
             await reader.expect_end()
-            self._check_digest_header(response, digest)
             return
         offset = 0
-        chunk = self.options.chunk_size
         while offset < size:
-            n = min(chunk, size - offset)
-            response = await self._send(
-                "PATCH",
-                location,
-                [push_scope(repo)],
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    "Content-Length": str(n),
-                    "Content-Range": f"{offset}-{offset + n - 1}",
-                },
-                content=_counting(reader.take(n), on_progress),
-                ok=(202, 204),
-                retry=False,
-                what=f"upload chunk {offset}-{offset + n - 1} of {digest} to {repo}",
+            n = min(chunk_length(self.options.chunk_size, minimum), size - offset)
+            location, announced = await self.patch_chunk(
+                repo, location, digest, offset, n, counting(reader.take(n), on_progress)
             )
-            location = self._location(response, "chunk upload")
-            minimum = response.headers.get("oci-chunk-min-length")
-            if minimum and minimum.isdigit():
-                chunk = max(chunk, int(minimum))
+            minimum = announced or minimum
             offset += n
         await reader.expect_end()
-        response = await self._send(
-            "PUT",
-            append_query(location, digest=digest),
-            [push_scope(repo)],
-            headers={"Content-Length": "0"},
-            content=b"",
-            ok=(201, 204),
-            retry=False,
-            what=f"finish upload of {digest} to {repo}",
-        )
-        self._check_digest_header(response, digest)
+        await self.finish_upload(repo, location, digest)
 
     @staticmethod
-    def _check_digest_header(response: httpx.Response, digest: str) -> None:
-        echoed = response.headers.get("docker-content-digest")
+    def _check_digest_header(reply: Reply, digest: str) -> None:
+        echoed = reply.headers.get("docker-content-digest")
         if echoed and echoed != digest:
-            raise DigestMismatch(f"registry stored the blob as {echoed}, expected {digest}")
+            raise DigestMismatch(f"registry stored the blob as {clean_text(echoed, 140)}, expected {digest}")
 
 
-async def _raw_chunks(response: httpx.Response, size: int) -> AsyncIterator[bytes]:
-    """The body as sent (no content decoding); a body already read (a mock transport) in one piece."""
-    if response.is_stream_consumed:
+def chunk_length(configured: int, minimum: int | None) -> int:
+    """The PATCH size: the configured chunk size, raised to the registry's ``OCI-Chunk-Min-Length``."""
+    return max(configured, minimum or 0)
+
+
+def _chunk_min_length(reply: Reply) -> int | None:
+    value = reply.headers.get("oci-chunk-min-length")
+    if value and value.isdigit() and len(value) <= 12:
+        return min(int(value), MAX_BLOB_SIZE)
+    return None
+
+
+def _host_of(url: httpx.URL) -> str:
+    return url.host if url.port is None else f"{url.host}:{url.port}"
+
+
+def _insufficient_scope(response: httpx.Response) -> bool:
+    challenges = parse_www_authenticate(response.headers.get("www-authenticate", ""))
+    return any(c.error == "insufficient_scope" for c in challenges)
+
+
+def _detail(body: bytes) -> str:
+    """`` CODE: message`` of an error body, cleaned (empty when the body says nothing)."""
+    errors = parse_error_body(body)
+    if not errors:
+        return ""
+    detail = f" {errors[0].code}" if errors[0].code else ""
+    if errors[0].message:
+        detail += f": {errors[0].message}"
+    return detail
+
+
+def _range_starts_at(response: httpx.Response, offset: int) -> bool:
+    content_range = response.headers.get("content-range", "")
+    unit, _, spec = content_range.partition(" ")
+    start = spec.partition("-")[0]
+    return unit.strip().lower() == "bytes" and start.isdigit() and int(start) == offset
+
+
+async def _read_limited(
+    response: httpx.Response, limit: int, what: str, too_large: type[EcrcopyError] = RegistryError
+) -> bytes:
+    """The raw body, at most ``limit`` bytes, read as it streams (a longer body is cut off and refused)."""
+    length = response.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise too_large(f"{what}: the registry announced {int(length)} bytes, more than the {limit} allowed")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in _raw_chunks(response, 65536, what):
+        size += len(chunk)
+        if size > limit:
+            raise too_large(f"{what}: response is longer than the {limit} bytes allowed")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_error_body(response: httpx.Response) -> bytes:
+    """Up to 64 KiB of an error body (the rest is never read); nothing when the connection breaks."""
+    if response.is_stream_consumed:  # a mock transport's body, already read
+        return response.content[:_ERROR_BODY]
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_raw(_ERROR_BODY):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= _ERROR_BODY:
+                break
+        return b"".join(chunks)[:_ERROR_BODY]
+    except httpx.HTTPError:
+        return b""
+    finally:
+        await response.aclose()
+
+
+async def _raw_chunks(response: httpx.Response, size: int, what: str) -> AsyncIterator[bytes]:
+    """The body as sent (no content decoding); transport failures become :class:`TransferError`."""
+    if response.is_stream_consumed:  # a mock transport's body, already read
         yield response.content
         return
-    async for chunk in response.aiter_raw(size):
-        yield chunk
+    try:
+        async for chunk in response.aiter_raw(size):
+            yield chunk
+    except httpx.TransportError as exc:
+        raise TransferError(f"{what}: {describe_transport_error(exc)}") from None
 
 
-async def _counting(stream: AsyncIterator[bytes], on_progress: Callable[[int], None] | None) -> AsyncIterator[bytes]:
+async def _skip(stream: AsyncIterator[bytes], n: int) -> AsyncIterator[bytes]:
+    """``stream`` without its first ``n`` bytes."""
+    async for piece in stream:
+        if n >= len(piece):
+            n -= len(piece)
+            continue
+        yield piece[n:] if n else piece
+        n = 0
+
+
+async def counting(stream: AsyncIterator[bytes], on_progress: Callable[[int], None] | None) -> AsyncIterator[bytes]:
+    """``stream`` unchanged, reporting each piece's length to ``on_progress``."""
     async for piece in stream:
         if on_progress is not None:
             on_progress(len(piece))
@@ -565,8 +792,8 @@ async def _counting(stream: AsyncIterator[bytes], on_progress: Callable[[int], N
 
 async def _verified(stream: AsyncIterator[bytes], digest: str, size: int | None) -> AsyncIterator[bytes]:
     """Pass ``stream`` through, checking length and digest; the last piece waits for the verdict."""
-    algorithm, _, expected_hex = digest.partition(":")
-    hasher = hashlib.sha512() if algorithm == "sha512" else hashlib.sha256()
+    hasher = new_hasher(digest)
+    expected_hex = digest.partition(":")[2]
     total = 0
     pending: bytes | None = None
     async for piece in stream:
@@ -579,9 +806,11 @@ async def _verified(stream: AsyncIterator[bytes], digest: str, size: int | None)
         if pending is not None:
             yield pending
         pending = piece
-    if size is not None and total != size:
-        raise DigestMismatch(f"blob {digest} has {total} bytes, expected {size}")
+    if size is not None and total < size:  # a cut body: another attempt may get all of it
+        raise TransferError(f"blob {digest} ended after {total} of {size} bytes")
     if hasher.hexdigest() != expected_hex:
-        raise DigestMismatch(f"blob content hashes to {algorithm}:{hasher.hexdigest()}, expected {digest}")
+        raise DigestMismatch(
+            f"blob content hashes to {digest.partition(':')[0]}:{hasher.hexdigest()}, expected {digest}"
+        )
     if pending is not None:
         yield pending

@@ -6,6 +6,11 @@ Order of writes, so a destination tag never points at incomplete content:
 2. the image manifest, by digest when it is a child of an index;
 3. for an index: every child as above, then the index;
 4. the tag, last: the top manifest PUT by tag.
+
+Failure isolation: anything that goes wrong while copying one image — an error status, a
+malformed manifest, a bug — becomes that image's ``failed`` result with a one-line reason; the
+other images go on. Only fatal errors (``exc.fatal``: credentials rejected, a registry
+unreachable at the start, an invalid plan) end a run.
 """
 
 from __future__ import annotations
@@ -28,17 +33,23 @@ from ._credentials import CredentialProvider, CredentialsLike, as_provider
 from ._ecr import EcrSource
 from ._exceptions import ConfigurationError, EcrcopyError, NotFound, SkippedByPolicy, TagConflict, UnsupportedManifest
 from ._gitlab import GitLabDestination
+from ._limits import HostLimits
 from ._migrate import MigrationReport
 from ._models import Manifest
 from ._options import CopyOptions
 from ._plan import MigrationOptions
-from ._reference import Reference, parse_reference
+from ._protocol import clean_text
+from ._reference import Reference, is_valid_tag, parse_reference
 from ._report import CopyReport, EventCallback, ImageResult, ProgressEvent, emit
+from ._retry import RetryPolicy, RetryStats
 from ._transfer import BlobOutcome, BlobTransferer
 
 __all__ = ["Copier"]
 
 log = logging.getLogger("ecrcopy")
+
+#: How deep indexes may nest (an index of indexes of ...); real images use one or two levels.
+MAX_INDEX_DEPTH = 8
 
 
 class _ImageWork:
@@ -79,7 +90,11 @@ class Copier:
         self._transport = transport
         self._clients: dict[tuple[str, str], RegistryClient] = {}
         self._hints = BlobHints(self.options.blob_cache) if self.options.blob_cache else None
-        self._transferer = BlobTransferer(self.options, self._hints)
+        self._limits = HostLimits(self.options)
+        #: retries, rate-limit waits and their time across every request of this copier
+        self.retry_stats = RetryStats()
+        self._retry = RetryPolicy(self.options, self.retry_stats, on_rate_limited=self._limits.throttled)
+        self._transferer = BlobTransferer(self.options, self._hints, self._retry)
         self._child_locks = KeyedLock()
         self._children_pushed: set[tuple[str, str, str]] = set()
         self._image_slots = anyio.CapacityLimiter(self.options.image_concurrency)
@@ -128,7 +143,13 @@ class Copier:
             if credentials is None:
                 credentials = self._destination_credentials if role == "destination" else self._source_credentials
             client = self._clients[key] = RegistryClient(
-                host, credentials, self.options, transport=self._transport, scheme=scheme
+                host,
+                credentials,
+                self.options,
+                transport=self._transport,
+                scheme=scheme,
+                retry=self._retry,
+                limits=self._limits,
             )
         return client
 
@@ -147,8 +168,9 @@ class Copier:
         dst_client = self.client(dst.api_host, role="destination")
         await _ping_both(src_client, dst_client)
         report = CopyReport()
+        before = self.retry_stats.snapshot()
         report.images.append(await self._copy_one(src, dst, src_client, dst_client, dry_run=dry_run))
-        return report.finish()
+        return self.finish_report(report, before)
 
     async def copy_repository(
         self,
@@ -177,19 +199,42 @@ class Copier:
         dst_client = self.client(dst.api_host, role="destination")
         await _ping_both(src_client, dst_client)
         report = CopyReport()
+        before = self.retry_stats.snapshot()
         if tags is not None:
             selected = list(dict.fromkeys(tags))
             for tag in selected:
-                src.with_tag(tag)  # validates
+                src.with_tag(tag)  # validates: a tag the caller named must be a valid one
         else:
             try:
                 selected = await src_client.list_tags(src.repository)
             except NotFound:
                 raise ConfigurationError(f"source repository {src} not found") from None
+        invalid = sorted(t for t in selected if not is_valid_tag(t))
+        selected = [t for t in selected if is_valid_tag(t)]
         if pattern is not None:
             selected = [t for t in selected if pattern.fullmatch(t)]
         pairs = [(src.with_tag(t), dst.with_tag(t)) for t in sorted(selected)]
         report.images.extend(await self.copy_pairs(pairs, dry_run=dry_run))
+        for tag in invalid:  # a source may list tags no registry should accept: report, don't abort
+            shown = clean_text(tag, 140)
+            result = ImageResult(
+                source=f"{src}:{shown}",
+                destination=f"{dst}:{shown}",
+                status="skipped",
+                reason="invalid_tag",
+                error="the source lists a tag that is not a valid OCI tag "
+                "(at most 128 of [A-Za-z0-9_.-], not starting with . or -)",
+            )
+            self.emit(ProgressEvent("image_finished", result.source, result.destination, result=result))
+            report.images.append(result)
+        return self.finish_report(report, before)
+
+    def finish_report(self, report: CopyReport, before: RetryStats) -> CopyReport:
+        """Stamp ``report`` finished, with what retrying cost since ``before``."""
+        spent = self.retry_stats.since(before)
+        report.retries += spent.retries
+        report.rate_limited += spent.rate_limited
+        report.retry_wait_seconds = round(report.retry_wait_seconds + spent.retry_wait_seconds, 3)
         return report.finish()
 
     async def copy_pairs(
@@ -258,7 +303,13 @@ class Copier:
             result.status = "skipped" if exc.skips else "failed"
             result.reason = exc.reason
             result.error = str(exc)
-            log.info("%s -> %s %s: %s", result.source, result.destination, result.status, exc)
+            log.info("%s -> %s %s: %s", result.source, result.destination, result.status, result.error)
+        except Exception as exc:  # a bug, or input nothing above foresaw: this image fails, the run goes on
+            result.status = "failed"
+            result.reason = "internal_error"
+            result.error = f"unexpected {exc.__class__.__name__} while copying: {clean_text(str(exc), 200)}"
+            log.warning("%s -> %s failed: %s", result.source, result.destination, result.error)
+            log.debug("unexpected error while copying %s", result.source, exc_info=True)
         result.duration_seconds = round(time.monotonic() - work.started, 3)
         emit(self._on_event, ProgressEvent("image_finished", result.source, result.destination, result=result))
         return result
@@ -299,7 +350,9 @@ class Copier:
         if dry_run:
             result.status = "planned"
             return
-        await self._copy_children(manifest, src.repository, dst.repository, src_client, dst_client, work)
+        await self._copy_children(
+            manifest, src.repository, dst.repository, src_client, dst_client, work, (manifest.digest,)
+        )
         await dst_client.put_manifest(dst.repository, target, manifest)
         result.manifests_pushed += 1
         result.status = "copied"
@@ -327,21 +380,34 @@ class Copier:
         src_client: RegistryClient,
         dst_client: RegistryClient,
         work: _ImageWork,
+        ancestors: tuple[str, ...],
     ) -> None:
-        """Everything ``manifest`` refers to, so that it may be pushed next (its policy is checked)."""
+        """Everything ``manifest`` refers to, so that it may be pushed next (its policy is checked).
+
+        ``ancestors`` are the digests from the top manifest down to ``manifest``: nesting deeper
+        than :data:`MAX_INDEX_DEPTH`, and an index that lists one of its ancestors, fail the image.
+        """
         if manifest.is_index:
             children = list({d.digest: d for d in manifest.index.manifests}.values())
+            if children and len(ancestors) >= MAX_INDEX_DEPTH:
+                raise UnsupportedManifest(f"indexes nested more than {MAX_INDEX_DEPTH} levels deep")
+            for descriptor in children:
+                if descriptor.digest in ancestors:
+                    raise UnsupportedManifest(f"index {manifest.digest} lists its own ancestor {descriptor.digest}")
 
             async def child(digest: str, media_type: str) -> None:
                 if media_type not in mt.MANIFEST_TYPES:
-                    raise UnsupportedManifest(f"index child {digest} has unsupported media type {media_type!r}")
+                    shown = clean_text(media_type, 100)
+                    raise UnsupportedManifest(f"index child {digest} has unsupported media type {shown!r}")
 
                 async def push_child() -> None:
                     if await dst_client.head_manifest(dst_repo, digest) is not None:
                         return
                     child_manifest = await src_client.get_manifest(src_repo, digest)
                     self._check_policy(child_manifest)
-                    await self._copy_children(child_manifest, src_repo, dst_repo, src_client, dst_client, work)
+                    await self._copy_children(
+                        child_manifest, src_repo, dst_repo, src_client, dst_client, work, (*ancestors, digest)
+                    )
                     await dst_client.put_manifest(dst_repo, digest, child_manifest)
                     work.result.manifests_pushed += 1
 

@@ -50,13 +50,23 @@ class Credentials:
         return cls(username, secret)
 
     def basic_header(self) -> str:
-        raw = f"{self.username}:{self.password.get_secret_value()}".encode()
+        """``Basic base64(user:password)``; a :class:`ConfigurationError` when either holds a control
+        character (a password pasted with its trailing newline is the usual case)."""
+        password = self.password.get_secret_value()
+        if _has_control(self.username) or _has_control(password):
+            which = "user name" if _has_control(self.username) else f"password of user {self.username!r}"
+            raise ConfigurationError(f"the {which} contains a control character (a trailing newline?)")
+        raw = f"{self.username}:{password}".encode()
         return "Basic " + base64.b64encode(raw).decode()
 
     def __repr__(self) -> str:
         return f"Credentials(username={self.username!r}, password='**********')"
 
     __str__ = __repr__
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in text)
 
 
 def parse_user_pass(text: str, *, what: str = "credentials") -> Credentials:

@@ -36,6 +36,7 @@ async def run_migration(
     copier: Copier, source: EcrSource, destination: GitLabDestination, options: MigrationOptions
 ) -> MigrationReport:
     report = MigrationReport()
+    before = copier.retry_stats.snapshot()
     prefix = destination.prefix()
     api = await anyio.to_thread.run_sync(EcrApi, source)
     ecr_credentials = EcrCredentials(api)
@@ -46,7 +47,7 @@ async def run_migration(
     src_client = copier.client(src_host, role="source", credentials=ecr_credentials, scheme=scheme)
     dst_client = copier.client(prefix.api_host, role="destination", credentials=_provider(destination), scheme=None)
     # fail fast on rejected destination credentials, before any enumeration or write
-    await dst_client.auth.headers(frozenset({push_scope(prefix.repository)}))
+    await dst_client.auth.check(frozenset({push_scope(prefix.repository)}))
     await src_client.auth.ping()
 
     try:
@@ -64,7 +65,7 @@ async def run_migration(
             )
         options = options.model_copy(update={"max_depth": options.max_depth - extra})
     plan = build_plan(repositories, options)
-    pairs = _pairs(plan, src_host, prefix)
+    pairs, unusable = _pairs(plan, src_host, prefix)
     report.plan = plan.summary
     log.info(
         "plan: %d repositories, %d tags, %d bytes estimated (shard %s)",
@@ -77,6 +78,9 @@ async def run_migration(
         report.images.extend(await _dry_run(copier, dst_client, plan, pairs))
     else:
         report.images.extend(await copier.copy_pairs(pairs, source_client=src_client, destination_client=dst_client))
+    for result in unusable:
+        copier.emit(ProgressEvent("image_finished", result.source, result.destination, result=result))
+        report.images.append(result)
     for skipped in plan.skipped:
         result = ImageResult(
             source=f"{src_host}/{skipped.repository}:{skipped.tag}",
@@ -88,23 +92,35 @@ async def run_migration(
         )
         copier.emit(ProgressEvent("image_finished", result.source, result.destination, result=result))
         report.images.append(result)
-    return report.finish()
+    copier.finish_report(report, before)
+    return report
 
 
 def _provider(destination: GitLabDestination) -> CredentialProvider:
     return as_provider(destination.credentials())
 
 
-def _pairs(plan: Plan, src_host: str, prefix: Reference) -> list[tuple[Reference, Reference]]:
+def _pairs(plan: Plan, src_host: str, prefix: Reference) -> tuple[list[tuple[Reference, Reference]], list[ImageResult]]:
+    """The (source, destination) references of the plan; images ECR described unusably fail alone."""
     pairs = []
+    unusable = []
     for image in plan.images:
         try:
             src = Reference(src_host, image.repository, image.tag, image.digest)
             dst = Reference(prefix.registry, f"{prefix.repository}/{image.destination}", image.tag)
         except InvalidReference as exc:
-            raise ConfigurationError(f"{image.repository}:{image.tag}: {exc}") from None
+            unusable.append(
+                ImageResult(
+                    source=f"{src_host}/{image.repository}:{image.tag}",
+                    destination=f"{prefix}/{image.destination}:{image.tag}",
+                    status="failed",
+                    reason="invalid_reference",
+                    error=f"ECR described this image unusably: {exc}",
+                )
+            )
+            continue
         pairs.append((src, dst))
-    return pairs
+    return pairs, unusable
 
 
 async def _dry_run(
@@ -113,6 +129,7 @@ async def _dry_run(
     """HEAD every destination tag: what is already there, what would be copied, what conflicts."""
     results: list[ImageResult | None] = [None] * len(pairs)
     present: dict[str, int] = {}  # digest -> size of images already at the destination
+    sizes = {image.digest: image.size or 0 for image in plan.images}
 
     async def one(index: int) -> None:
         src, dst = pairs[index]
@@ -127,7 +144,7 @@ async def _dry_run(
             existing = None
         if existing is not None and existing.digest == src.digest:
             result.status, result.reason = "skipped", "up-to-date"
-            present[src.digest] = plan.images[index].size or 0
+            present[src.digest] = sizes.get(src.digest, 0)
         elif existing is not None:
             result.reason = "conflict"
             result.error = f"{dst} holds {existing.digest}; the plan would {copier.options.on_conflict} it"

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import _mediatypes as mt
 from ._exceptions import DigestMismatch, UnsupportedManifest
@@ -23,11 +24,45 @@ __all__ = [
     "ImageManifest",
     "Manifest",
     "Platform",
+    "new_hasher",
     "sha256_digest",
 ]
 
 #: Registries may refuse bigger manifests; ecrcopy refuses to read or write them.
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+#: The largest blob a descriptor may announce (ECR's own limit is 52,000 MiB per layer).
+MAX_BLOB_SIZE = 1024**4
+#: Registered digest algorithms (OCI image spec, descriptor.md) and their hex lengths.
+DIGEST_ALGORITHMS = {"sha256": 64, "sha512": 128}
+_DIGEST_RE = re.compile(r"(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})")
+_ANY_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+
+
+def new_hasher(digest: str) -> Any:
+    """A fresh hash object for ``digest``'s algorithm; :class:`DigestMismatch` for any other algorithm.
+
+    Only registered algorithms are accepted: an unknown or mislabelled one is never silently
+    checked as sha256.
+    """
+    algorithm, _, hex_part = digest.partition(":")
+    if algorithm not in DIGEST_ALGORITHMS or len(hex_part) != DIGEST_ALGORITHMS[algorithm]:
+        raise DigestMismatch(f"digest {_shown(digest)} does not use a supported algorithm (sha256, sha512)")
+    return hashlib.new(algorithm)
+
+
+def check_digest(value: str) -> str:
+    """``value`` when it is a digest ecrcopy can verify; else a ``ValueError`` naming the problem."""
+    if _DIGEST_RE.fullmatch(value):
+        return value
+    if _ANY_DIGEST_RE.fullmatch(value) and value.partition(":")[0] not in DIGEST_ALGORITHMS:
+        raise ValueError(f"digest {_shown(value)} uses an unsupported algorithm (sha256 and sha512 are)")
+    raise ValueError(f"{_shown(value)} is not a valid digest")
+
+
+def _shown(value: str) -> str:
+    """A short, printable rendering of untrusted text for a message."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in value[:80])
+    return repr(text + ("…" if len(value) > 80 else ""))
 
 
 def sha256_digest(data: bytes) -> str:
@@ -50,13 +85,18 @@ class Platform(_Model):
 
 
 class Descriptor(_Model):
-    media_type: str = Field(alias="mediaType")
+    media_type: str = Field(alias="mediaType", max_length=255)
     digest: str
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=MAX_BLOB_SIZE)
     urls: list[str] | None = None
     annotations: dict[str, str] | None = None
     platform: Platform | None = None
     artifact_type: str | None = Field(default=None, alias="artifactType")
+
+    @field_validator("digest")
+    @classmethod
+    def _valid_digest(cls, value: str) -> str:
+        return check_digest(value)
 
 
 class ImageManifest(_Model):
@@ -95,7 +135,8 @@ def _detect_media_type(body: dict[str, Any], content_type: str | None) -> str:
         return mt.OCI_INDEX
     if "config" in body:
         return mt.OCI_MANIFEST
-    raise UnsupportedManifest(f"unknown manifest media type {declared or content_type!r}")
+    shown = _shown(declared) if isinstance(declared, str) else _shown(content_type or "")
+    raise UnsupportedManifest(f"unknown manifest media type {shown}")
 
 
 @dataclass(frozen=True)
@@ -113,16 +154,16 @@ class Manifest:
             raise UnsupportedManifest(f"manifest of {len(raw)} bytes exceeds the 4 MiB limit")
         digest = sha256_digest(raw)
         if expected_digest is not None:
-            if expected_digest.startswith("sha512:"):
-                actual512 = "sha512:" + hashlib.sha512(raw).hexdigest()
-                if actual512 != expected_digest:
-                    raise DigestMismatch(f"manifest is {actual512}, expected {expected_digest}")
-            elif digest != expected_digest:
-                raise DigestMismatch(f"manifest hashes to {digest}, expected {expected_digest}")
+            hasher = new_hasher(expected_digest)
+            hasher.update(raw)
+            actual = f"{expected_digest.partition(':')[0]}:{hasher.hexdigest()}"
+            if actual != expected_digest:
+                raise DigestMismatch(f"manifest hashes to {actual}, expected {expected_digest}")
         try:
             body = json.loads(raw)
-        except ValueError as exc:
-            raise UnsupportedManifest(f"manifest is not JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else f"not JSON ({exc.__class__.__name__})"
+            raise UnsupportedManifest(f"manifest is {reason}") from None
         if not isinstance(body, dict):
             raise UnsupportedManifest("manifest is not a JSON object")
         ctype = content_type.split(";")[0].strip() if content_type else None
@@ -150,9 +191,12 @@ class Manifest:
                 return ImageIndex.model_validate_json(self.raw)
             return ImageManifest.model_validate_json(self.raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise UnsupportedManifest(f"malformed {self.media_type} manifest: {where}: {first['msg']}") from None
+            first = exc.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(p) for p in first["loc"])[:120]
+            message = _shown(str(first["msg"]))[1:-1]
+            raise UnsupportedManifest(f"malformed {self.media_type} manifest: {where}: {message}") from None
+        except (ValueError, RecursionError):
+            raise UnsupportedManifest(f"malformed {self.media_type} manifest") from None
 
     @property
     def index(self) -> ImageIndex:

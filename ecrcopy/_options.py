@@ -40,9 +40,28 @@ class CopyOptions(BaseModel):
     )
     connect_timeout: float = Field(30.0, gt=0)
     read_timeout: float = Field(300.0, gt=0, description="longest silence on a connection")
-    retries: int = Field(5, ge=1, le=50, description="attempts for a request that failed transiently")
-    retry_backoff: float = Field(0.5, ge=0, description="first retry delay in seconds, doubled each time")
-    retry_backoff_max: float = Field(30.0, ge=0)
+    retries: int = Field(6, ge=1, le=50, description="attempts of one operation that fails transiently")
+    retry_backoff: float = Field(0.5, ge=0, description="base retry delay in seconds, doubled each attempt")
+    retry_backoff_max: float = Field(30.0, ge=0, description="ceiling of the doubling retry delay")
+    retry_after_max: float = Field(
+        300.0, ge=0, description="longest wait a registry's Retry-After may impose before one retry"
+    )
+    operation_deadline: float = Field(
+        900.0,
+        gt=0,
+        description="no retry of one operation starts later than this many seconds after its first attempt",
+    )
+    max_connections: dict[str, int] = Field(
+        default_factory=dict,
+        description="fixed ceiling of requests in flight per host ('*' for every host); "
+        "the adaptive limit never goes above it",
+    )
+    max_requests_per_second: dict[str, float] = Field(
+        default_factory=dict, description="requests started per second per host ('*' for every host)"
+    )
+    adaptive_concurrency: bool = Field(
+        True, description="halve a host's in-flight limit on each 429 from it, raise it slowly on successes"
+    )
     token_refresh_margin: float = Field(30.0, ge=0, description="renew tokens this long before they expire")
     blob_cache: Path | None = Field(
         None,
@@ -51,10 +70,22 @@ class CopyOptions(BaseModel):
     )
 
     def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry ``attempt`` (1-based): doubling from ``retry_backoff`` up to
-        ``retry_backoff_max``, with jitter; at least the registry's ``Retry-After`` (capped)."""
-        delay = min(self.retry_backoff * 2.0 ** (attempt - 1), self.retry_backoff_max)
-        delay *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not crypto
-        if retry_after:
-            delay = max(delay, min(retry_after, self.retry_backoff_max * 4))
+        """Seconds to wait before retry ``attempt`` (1-based).
+
+        Exponential backoff with full jitter: uniform in ``[0, min(retry_backoff_max,
+        retry_backoff * 2**(attempt-1))]``; never less than the registry's ``Retry-After``
+        (itself capped at ``retry_after_max``).
+        """
+        ceiling = min(self.retry_backoff * 2.0 ** (attempt - 1), self.retry_backoff_max)
+        delay = random.uniform(0.0, ceiling)  # noqa: S311 - jitter, not crypto
+        if retry_after is not None and retry_after > 0:
+            delay = max(delay, min(retry_after, self.retry_after_max))
         return delay
+
+    def host_setting(self, table: dict[str, int] | dict[str, float], host: str) -> float | None:
+        """The entry of ``table`` for ``host`` (``host:port``, then the bare host name, then ``*``)."""
+        bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        for key in (host, bare, "*"):
+            if key in table:
+                return table[key]
+        return None

@@ -23,16 +23,20 @@ __all__ = [
     "Scope",
     "TokenInfo",
     "append_query",
+    "clean_text",
     "format_scopes",
+    "jwt_claims",
     "jwt_expiry",
     "next_link",
     "parse_error_body",
+    "parse_range_end",
     "parse_retry_after",
     "parse_scope",
     "parse_token_response",
     "parse_www_authenticate",
     "redact_url",
     "same_origin",
+    "token_lifetime",
 ]
 
 _TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -186,6 +190,30 @@ def next_link(header: str | None, base_url: str) -> str | None:
     return None
 
 
+_ANSI_RE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI ... final byte (colours, cursor movement)
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC ... BEL or ST (window titles, hyperlinks)
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"  # DCS, SOS, PM, APC strings
+    r"|\x1b[@-_]"  # other two-byte escapes
+    r"|\x9b[0-?]*[ -/]*[@-~]"  # 8-bit CSI
+)
+# C0 and C1 controls, DEL, surrogates and the XML-invalid non-characters
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def clean_text(text: str, limit: int = 300) -> str:
+    """Text from a registry made safe for a terminal, a log line, JSON and XML: one line, printable.
+
+    ANSI/terminal escape sequences are removed, every other control character becomes a space,
+    runs of white space fold into one, and the result is cut to ``limit`` characters (``…`` marks a cut).
+    """
+    text = _CONTROL_RE.sub(" ", _ANSI_RE.sub("", text))
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: max(limit - 1, 0)].rstrip() + "…"
+    return text
+
+
 @dataclass(frozen=True)
 class OciError:
     code: str
@@ -194,21 +222,41 @@ class OciError:
 
 def parse_error_body(body: bytes, limit: int = 3) -> list[OciError]:
     """The ``errors`` of an OCI error body; a plain-text body becomes one error with code ``""``."""
-    text = body[:4096].decode("utf-8", "replace").strip()
+    text = body[:65536].decode("utf-8", "replace").strip()
     if not text:
         return []
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
-        return [OciError("", " ".join(text.split())[:300])]
+        return [OciError("", clean_text(text))]
     errors: list[OciError] = []
     if isinstance(data, dict) and isinstance(data.get("errors"), list):
         for item in data["errors"][:limit]:
             if isinstance(item, dict):
-                errors.append(OciError(str(item.get("code") or ""), str(item.get("message") or "")[:300]))
+                errors.append(OciError(_error_code(item.get("code")), clean_text(_as_text(item.get("message")))))
     elif isinstance(data, dict) and ("error" in data or "message" in data):
-        errors.append(OciError(str(data.get("code") or ""), str(data.get("error") or data.get("message"))[:300]))
+        message = _as_text(data.get("error") or data.get("message"))
+        errors.append(OciError(_error_code(data.get("code")), clean_text(message)))
     return errors
+
+
+_ERROR_CODE_RE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+
+
+def _error_code(value: object) -> str:
+    """An OCI error code (``MANIFEST_UNKNOWN``); anything else a registry puts there is dropped."""
+    return value if isinstance(value, str) and _ERROR_CODE_RE.fullmatch(value) else ""
+
+
+def _as_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value[:4096]
+    try:
+        return json.dumps(value)[:4096]
+    except (TypeError, ValueError, RecursionError):
+        return ""
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -232,6 +280,24 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 _DELTA_SECONDS_RE = re.compile(r"-?[0-9]{1,20}(?:\.[0-9]{1,9})?")
+
+
+_RANGE_RE = re.compile(r"(?:bytes=)?0-([0-9]{1,19})")
+
+
+def parse_range_end(value: str | None) -> int | None:
+    """The number of bytes an upload session holds, from its ``Range: 0-<last>`` header.
+
+    ``0-41`` → 42; a missing or malformed header → ``None``; ``0-0`` is ambiguous (distribution
+    sends it for an empty session) and counts as 0.
+    """
+    if not value:
+        return None
+    match = _RANGE_RE.fullmatch(value.strip())
+    if match is None:
+        return None
+    last = int(match.group(1))
+    return 0 if last == 0 else last + 1
 
 
 @dataclass(frozen=True)
@@ -265,8 +331,10 @@ def format_scopes(scopes: frozenset[Scope]) -> list[str]:
 
 @dataclass(frozen=True)
 class TokenInfo:
+    """A token and its expiry on the *local* clock: ``expires_at = received + lifetime``."""
+
     token: str = field(repr=False)
-    expires_at: float  # epoch seconds
+    expires_at: float  # on the clock passed to parse_token_response (ecrcopy uses time.monotonic)
     lifetime: float
 
 
@@ -279,15 +347,18 @@ def _b64url_json(segment: str) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
+def jwt_claims(token: str) -> dict[str, object] | None:
+    """The claims of a JWT, read without verifying anything; ``None`` when it is not a JWT."""
+    parts = token.split(".")
+    if len(parts) != 3 or len(parts[1]) > 65536:
+        return None
+    return _b64url_json(parts[1])
+
+
 def jwt_expiry(token: str) -> float | None:
     """The ``exp`` claim of a JWT, read without verifying it (GitLab sends no ``expires_in``)."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    claims = _b64url_json(parts[1])
-    if claims is None:
-        return None
-    return _finite(claims.get("exp"))
+    claims = jwt_claims(token)
+    return None if claims is None else _finite(claims.get("exp"))
 
 
 def _finite(value: object) -> float | None:
@@ -302,12 +373,40 @@ def _finite(value: object) -> float | None:
 
 
 DEFAULT_TOKEN_LIFETIME = 60.0
+#: A lifetime below this is not believed (clock skew, a broken server): the default is used instead.
+MIN_TOKEN_LIFETIME = 1.0
+MAX_TOKEN_LIFETIME = 24 * 3600.0
+MAX_TOKEN_LENGTH = 64 * 1024
+_HEADER_SAFE_RE = re.compile(r"[\x21-\x7e]+")
 
 
-def parse_token_response(body: bytes, now: float) -> TokenInfo:
-    """Read a token reply: ``token``/``access_token``; expiry from ``expires_in`` else JWT ``exp``.
+def token_lifetime(expires_in: float | None, token: str, wall_now: float) -> float:
+    """How long a token lives, measured from when it was received.
 
-    Raises ``ValueError`` when the body holds no token.
+    ``expires_in`` when the server sent it; else the JWT's ``exp - iat`` (both stamped by the
+    token service's clock, so the runner's clock does not matter); else ``exp - wall_now``. A
+    lifetime under :data:`MIN_TOKEN_LIFETIME` (a clock far off, a broken server) becomes
+    :data:`DEFAULT_TOKEN_LIFETIME`; a re-authentication on 401 covers a token that dies sooner.
+    """
+    lifetime: float | None = expires_in if expires_in is not None and expires_in > 0 else None
+    if lifetime is None:
+        claims = jwt_claims(token) or {}
+        exp, iat = _finite(claims.get("exp")), _finite(claims.get("iat"))
+        if exp is not None and iat is not None and exp > iat:
+            lifetime = exp - iat
+        elif exp is not None:
+            lifetime = exp - wall_now
+    if lifetime is None or lifetime < MIN_TOKEN_LIFETIME:
+        return DEFAULT_TOKEN_LIFETIME
+    return min(lifetime, MAX_TOKEN_LIFETIME)
+
+
+def parse_token_response(body: bytes, now: float, *, wall_now: float | None = None) -> TokenInfo:
+    """Read a token reply: ``token``/``access_token``; its lifetime per :func:`token_lifetime`.
+
+    ``now`` is the local clock reading when the reply arrived (``expires_at`` is on that clock);
+    ``wall_now`` the wall-clock time, used only for a JWT with ``exp`` but no ``iat``. Raises
+    ``ValueError`` when the body holds no token, or one that cannot go into an HTTP header.
     """
     try:
         data = json.loads(body)
@@ -318,14 +417,10 @@ def parse_token_response(body: bytes, now: float) -> TokenInfo:
     token = data.get("token") or data.get("access_token")
     if not isinstance(token, str) or not token:
         raise ValueError("token response holds no token")
-    expires_in = _finite(data.get("expires_in"))
-    if expires_in is not None and expires_in > 0:
-        lifetime = expires_in
-        return TokenInfo(token, now + lifetime, lifetime)
-    exp = jwt_expiry(token)
-    if exp is not None:
-        return TokenInfo(token, exp, max(exp - now, 0.0))
-    return TokenInfo(token, now + DEFAULT_TOKEN_LIFETIME, DEFAULT_TOKEN_LIFETIME)
+    if len(token) > MAX_TOKEN_LENGTH or not _HEADER_SAFE_RE.fullmatch(token):
+        raise ValueError("token response holds a token with characters not allowed in an HTTP header")
+    lifetime = token_lifetime(_finite(data.get("expires_in")), token, time.time() if wall_now is None else wall_now)
+    return TokenInfo(token, now + lifetime, lifetime)
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+
+from ._protocol import clean_text
 
 __all__ = [
     "CopyReport",
@@ -27,7 +29,7 @@ ImageStatus = Literal["copied", "skipped", "failed", "planned"]
 class ImageResult(BaseModel):
     """What happened to one image (a source tag or digest and its destination)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     source: str
     destination: str
@@ -45,6 +47,12 @@ class ImageResult(BaseModel):
     manifests_pushed: int = 0
     duration_seconds: float = 0.0
 
+    @field_validator("error", "reason")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        """One printable line: registry text may carry control characters or terminal escapes."""
+        return None if value is None else clean_text(value, 1000)
+
 
 class Totals(BaseModel):
     images: int = 0
@@ -57,6 +65,12 @@ class Totals(BaseModel):
     blobs_existing: int = 0
     bytes_uploaded: int = 0
     manifests_pushed: int = 0
+    #: requests repeated after a transient failure (connection trouble, 429, 5xx), token requests included
+    retries: int = 0
+    #: of those, after a 429 (the registry asked to slow down)
+    rate_limited: int = 0
+    #: seconds spent waiting before retries
+    retry_wait_seconds: float = 0.0
 
 
 def _now() -> datetime:
@@ -75,6 +89,10 @@ class CopyReport(BaseModel):
     images: list[ImageResult] = Field(default_factory=list)
     started_at: datetime = Field(default_factory=_now)
     finished_at: datetime | None = None
+    #: what retrying cost this run (see :class:`Totals`)
+    retries: int = 0
+    rate_limited: int = 0
+    retry_wait_seconds: float = 0.0
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -85,7 +103,12 @@ class CopyReport(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def totals(self) -> Totals:
-        totals = Totals(images=len(self.images))
+        totals = Totals(
+            images=len(self.images),
+            retries=self.retries,
+            rate_limited=self.rate_limited,
+            retry_wait_seconds=round(self.retry_wait_seconds, 3),
+        )
         for image in self.images:
             setattr(totals, image.status, getattr(totals, image.status) + 1)
             totals.blobs_uploaded += image.blobs_uploaded
@@ -111,7 +134,12 @@ class CopyReport(BaseModel):
     @classmethod
     def merge(cls, reports: list[CopyReport]) -> CopyReport:
         """One report for several runs (for example several repositories)."""
-        merged = cls(images=[i for r in reports for i in r.images])
+        merged = cls(
+            images=[i for r in reports for i in r.images],
+            retries=sum(r.retries for r in reports),
+            rate_limited=sum(r.rate_limited for r in reports),
+            retry_wait_seconds=sum(r.retry_wait_seconds for r in reports),
+        )
         if reports:
             merged.started_at = min(r.started_at for r in reports)
             ends = [r.finished_at for r in reports if r.finished_at is not None]

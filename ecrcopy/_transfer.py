@@ -4,7 +4,9 @@
 which destination repositories each blob is known to live, and allows at most one transfer per
 (destination registry, digest) at a time: whoever comes second waits, then mounts from the
 repository the first one filled. Bytes flow from the source response straight into the upload
-request, a piece at a time, so memory stays flat whatever the blob size.
+request, a piece at a time, so memory stays flat whatever the blob size. A blob up to
+``monolithic_threshold`` is retried whole; a bigger one goes up in chunks that resume
+(:mod:`ecrcopy._upload`).
 """
 
 from __future__ import annotations
@@ -19,15 +21,15 @@ import anyio
 from ._cache import BlobHints
 from ._client import RegistryClient
 from ._concurrency import KeyedLock
-from ._exceptions import RateLimited, RegistryError, RegistryServerError, TransferError
+from ._exceptions import RegistryError, TransferError
 from ._models import Descriptor
 from ._options import CopyOptions
+from ._retry import RetryPolicy
+from ._upload import upload_resumable
 
 __all__ = ["BlobOutcome", "BlobTransferer"]
 
 log = logging.getLogger("ecrcopy")
-
-_TRANSIENT = (TransferError, RateLimited, RegistryServerError)
 
 
 class BlobOutcome(enum.Enum):
@@ -45,8 +47,9 @@ class BlobResult:
 class BlobTransferer:
     """Moves blobs into destination repositories; one instance per run."""
 
-    def __init__(self, options: CopyOptions, hints: BlobHints | None = None) -> None:
+    def __init__(self, options: CopyOptions, hints: BlobHints | None = None, retry: RetryPolicy | None = None) -> None:
         self._options = options
+        self._retry = retry or RetryPolicy(options)
         self._hints = hints
         self._known: dict[tuple[str, str], list[str]] = {}
         self._flights = KeyedLock()
@@ -111,19 +114,20 @@ class BlobTransferer:
                 return BlobResult(BlobOutcome.MOUNTED)
             break  # 202: the registry opened an upload session instead; upload through it
         async with self._upload_slots:
-            attempt = 0
-            while True:
-                attempt += 1
-                try:
-                    async with src.open_blob(src_repo, blob.digest, blob.size) as stream:
-                        await dst.upload_blob(
-                            dst_repo, blob.digest, blob.size, stream, location=location, on_progress=on_bytes
-                        )
-                    return BlobResult(BlobOutcome.UPLOADED, blob.size)
-                except _TRANSIENT as exc:
-                    location = None  # the session may be gone; open a new one
-                    if attempt >= self._options.retries:
-                        raise
-                    delay = self._options.backoff_delay(attempt, getattr(exc, "retry_after", None))
-                    log.info("blob %s: %s; retry %d in %.1fs", blob.digest, exc, attempt, delay)
-                    await anyio.sleep(delay)
+            if blob.size > dst.options.monolithic_threshold:
+                await upload_resumable(
+                    src, src_repo, dst, dst_repo, blob, location=location, on_progress=on_bytes, policy=self._retry
+                )
+                return BlobResult(BlobOutcome.UPLOADED, blob.size)
+            session = location
+
+            async def monolithic() -> None:
+                nonlocal session
+                opened, session = session, None  # a session whose upload failed may be gone: open anew
+                async with src.open_blob(src_repo, blob.digest, blob.size) as stream:
+                    await dst.upload_blob(
+                        dst_repo, blob.digest, blob.size, stream, location=opened, on_progress=on_bytes
+                    )
+
+            await self._retry.run(monolithic, what=f"blob {blob.digest}", host=dst.host)
+            return BlobResult(BlobOutcome.UPLOADED, blob.size)

@@ -13,6 +13,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from ecrcopy._protocol import (
+    DEFAULT_TOKEN_LIFETIME,
     Challenge,
     OciError,
     Scope,
@@ -233,8 +234,12 @@ def test_oci_error_body() -> None:
             [OciError("TOOMANYREQUESTS", "429 Too Many Requests")],
         ),
         (b"[1, 2]", []),
-        (b"\xff\xfe\x00garbage", [OciError("", "\ufffd\ufffd\x00garbage")]),
-        (b"[" * 5000, [OciError("", "[" * 300)]),  # deeper than the JSON parser's recursion limit
+        (b"\xff\xfe\x00garbage", [OciError("", "\ufffd\ufffd garbage")]),  # control characters become blanks
+        (b"[" * 5000, [OciError("", "[" * 299 + "\u2026")]),  # deeper than the JSON parser's recursion limit
+        (
+            b'{"errors": [{"code": "\\u001b[31mX", "message": "\\u001b[31mred\\u001b[0m\\r\\nnext"}]}',
+            [OciError("", "red next")],
+        ),
     ],
 )
 def test_error_body_variants(body: bytes, expected: list[OciError]) -> None:
@@ -410,9 +415,11 @@ def test_gitlab_token_without_expires_in_uses_jwt_exp() -> None:
     assert jwt_expiry(token) == exp
     info = parse_token_response(json.dumps({"token": token}).encode(), NOW)
     assert info.expires_at == exp and info.lifetime == pytest.approx(900)
-    # a JWT already expired: lifetime 0, never negative
+    # a JWT that looks expired on this clock (no iat to measure by): the default lifetime, never 0 or
+    # negative, so a runner whose clock is ahead does not fetch a token per request
     stale = make_jwt({"exp": int(NOW) - 10})
-    assert parse_token_response(json.dumps({"token": stale}).encode(), NOW).lifetime == 0.0
+    info = parse_token_response(json.dumps({"token": stale}).encode(), NOW, wall_now=NOW)
+    assert info.lifetime == DEFAULT_TOKEN_LIFETIME and info.expires_at == NOW + DEFAULT_TOKEN_LIFETIME
 
 
 def test_expires_in_wins_over_jwt_exp() -> None:
