@@ -41,6 +41,7 @@ from ._junit import junit_xml
 from ._migrate import MigrationReport
 from ._options import CopyOptions
 from ._plan import MigrationOptions, parse_shard
+from ._protocol import clean_text
 from ._report import CopyReport, ImageResult, ProgressEvent
 
 __all__ = ["main"]
@@ -129,7 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--newest", type=int, metavar="N", help="per repository, the N most recently pushed images")
     sel.add_argument("--pushed-since", metavar="DATE", help="images pushed at or after DATE (ISO 8601)")
     sel.add_argument("--shard", metavar="I/N", help="this job's share (default: CI_NODE_INDEX/CI_NODE_TOTAL)")
-    migrate.add_argument("--junit", type=Path, metavar="PATH", help="write a JUnit XML report here")
     add_common_options(migrate)
     return parser
 
@@ -148,6 +148,26 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
         "(default: $XDG_CACHE_HOME/ecrcopy/blob-locations-v1.json)",
     )
     p.add_argument("--no-blob-cache", action="store_true", help="do not read or write the blob location cache")
+    p.add_argument("--junit", type=Path, metavar="PATH", help="write a JUnit XML report here (one test case per image)")
+    limits = p.add_argument_group("retries and rate limits")
+    limits.add_argument(
+        "--max-connections",
+        action="append",
+        default=[],
+        metavar="HOST=N",
+        help="at most N requests in flight to HOST ('*' for every host; repeatable)",
+    )
+    limits.add_argument(
+        "--max-requests-per-second",
+        action="append",
+        default=[],
+        metavar="HOST=N",
+        help="start at most N requests a second to HOST ('*' for every host; repeatable)",
+    )
+    limits.add_argument("--retries", type=int, metavar="N", help="attempts of an operation that fails transiently")
+    limits.add_argument(
+        "--read-timeout", type=float, metavar="SECONDS", help="a connection silent this long is retried (default 300)"
+    )
     p.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
     p.add_argument("--quiet", "-q", action="store_true", help="only the summary")
 
@@ -175,7 +195,34 @@ def options_from(args: argparse.Namespace) -> CopyOptions:
         if args.concurrency < 1:
             raise ConfigurationError("--concurrency must be at least 1")
         values["image_concurrency"] = args.concurrency
+    if args.retries is not None:
+        if not 1 <= args.retries <= 50:
+            raise ConfigurationError("--retries must be between 1 and 50")
+        values["retries"] = args.retries
+    if args.read_timeout is not None:
+        if not args.read_timeout > 0:
+            raise ConfigurationError("--read-timeout must be a positive number of seconds")
+        values["read_timeout"] = args.read_timeout
+    values["max_connections"] = {h: int(n) for h, n in _host_values(args.max_connections, "--max-connections", int)}
+    values["max_requests_per_second"] = dict(
+        _host_values(args.max_requests_per_second, "--max-requests-per-second", float)
+    )
     return CopyOptions.model_validate(values)
+
+
+def _host_values(items: list[str], flag: str, kind: Callable[[str], float]) -> list[tuple[str, float]]:
+    """``HOST=N`` flags as (host, N) pairs; N must be positive."""
+    pairs = []
+    for item in items:
+        host, sep, value = item.rpartition("=")
+        try:
+            number = kind(value)
+        except ValueError:
+            number = 0
+        if not sep or not host or not number > 0:
+            raise ConfigurationError(f"{flag} takes HOST=N with N > 0, got {item!r}")
+        pairs.append((host, number))
+    return pairs
 
 
 class Reporter:
@@ -256,7 +303,13 @@ class Reporter:
             f"{t.images} images: {t.copied} copied, {t.skipped} skipped, {t.failed} failed"
             + (f", {t.planned} planned" if t.planned else "")
             + f"; blobs: {t.blobs_uploaded} uploaded ({_size(t.bytes_uploaded)}), {t.blobs_mounted} mounted, "
-            f"{t.blobs_existing} existing; {report.duration_seconds:.1f}s",
+            f"{t.blobs_existing} existing"
+            + (
+                f"; {t.retries} retries ({t.rate_limited} after 429, {t.retry_wait_seconds:.1f}s waited)"
+                if t.retries
+                else ""
+            )
+            + f"; {report.duration_seconds:.1f}s",
             file=self.out,
             flush=True,
         )
@@ -285,6 +338,8 @@ def _cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
         report = run_blocking("copy_repository", run)
     if args.report:
         write_report(args.report, report)
+    if args.junit:
+        write_text(args.junit, junit_xml(report, suite="ecrcopy copy"))
     reporter.summary(report)
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -468,4 +523,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    return clean_text(text, 2000)

@@ -1,29 +1,37 @@
 """Exceptions raised by ecrcopy.
 
-Every exception the library raises on purpose derives from :class:`EcrcopyError`::
+Every exception the library raises on purpose derives from :class:`EcrcopyError`; every parse
+and I/O boundary (manifests, tag lists, token replies, ``Link``/``Location``/``WWW-Authenticate``
+headers, blob streams, the blob-location cache) turns foreign exceptions into this tree::
 
     EcrcopyError
-    ├── ConfigurationError            fatal: bad options, unusable input
+    ├── ConfigurationError            fatal: bad options, unusable input, an invalid plan
     │   ├── InvalidReference          a reference or repository name that breaks the OCI grammar
     │   └── WrongContextError         a blocking API called from inside a running event loop
     ├── AuthenticationError           fatal: credentials missing or rejected by a registry or token realm
-    ├── RegistryUnavailable           fatal: a registry could not be reached at all (DNS, refused, TLS)
-    ├── RegistryError                 the registry answered with an error status
+    ├── RegistryUnavailable           fatal: a registry or token service could not be reached at the start
+    ├── RegistryError                 the registry answered with an error status (400, 405, 416, ...)
     │   ├── NotFound                  404: repository, manifest, blob or upload unknown
-    │   ├── Denied                    403, or 401 for lack of scope: the credentials work but may not do this
-    │   ├── RateLimited               429 (``retry_after`` in seconds when the registry said)
-    │   └── RegistryServerError       5xx
-    ├── TransferError                 the connection broke or timed out in the middle of a request
-    ├── DigestMismatch                content does not hash to the digest (or length) it was fetched by
-    ├── UnsupportedManifest           unknown media types, malformed manifests, manifests over 4 MiB
+    │   ├── Denied                    403, or 401 insufficient_scope: valid credentials that may not do this
+    │   ├── RateLimited               transient: 429 (``retry_after`` in seconds when the registry said)
+    │   └── RegistryServerError       transient: 500, 502, 503, 504
+    ├── TransferError                 transient: connection refused mid-run, reset, timed out, a stalled
+    │                                 or cut body, object storage refusing a download link
+    ├── DigestMismatch                content does not hash to its digest, or uses an unknown algorithm
+    ├── UnsupportedManifest           unknown media types, malformed or too deeply nested manifests,
+    │   │                             manifests over 4 MiB, index cycles
     │   └── SkippedByPolicy           schema 1 or foreign layers: the image is reported ``skipped``
     └── TagConflict                   the destination tag holds another digest and the policy forbids overwriting
 
-Fatal errors (``exc.fatal is True``) stop a whole run: retrying other images cannot help. All
-other errors fail the one image they happened to and are recorded in the report.
+Fatal errors (``exc.fatal is True``) stop a whole run: retrying other images cannot help. The
+*transient* ones are retried by the run's retry policy (:mod:`ecrcopy._retry`) and, when retries
+run out, fail the one image they happened to, like every other non-fatal error. An unexpected
+exception while copying one image (a bug) also fails only that image, with reason
+``internal_error``.
 
-Messages never contain secrets: credentials are held as ``pydantic.SecretStr`` and URLs are
-reported without their query strings.
+Messages never contain secrets: credentials are held as ``pydantic.SecretStr``, URLs are
+reported without their query strings, transport errors never quote header values, and text a
+registry sent is stripped of control characters and terminal escapes.
 """
 
 from __future__ import annotations

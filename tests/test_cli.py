@@ -262,5 +262,10 @@ def test_stale_or_corrupt_blob_cache_is_harmless(tmp_path: Path, source: Registr
     assert gitlab.blob_uploads() == 2  # the mounts were refused (202), the blobs uploaded through the session
     cache.write_text("{not json")
     again = run_cli("copy", f"{source.host}/team/a", f"{gitlab.host}/g/p/x", "--blob-cache", str(cache), env=CRED_ENV)
-    assert again.returncode == 0 and again.stderr == ""
-    assert json.loads(cache.read_text())["version"] == 1  # rewritten cleanly
+    assert again.returncode == 0, again.stderr
+    # a corrupt cache is ignored with one warning naming it, then rewritten cleanly; no temporary file is left
+    assert again.stderr.splitlines() == [
+        f"WARNING ecrcopy: ignoring unreadable blob location cache {cache} (JSONDecodeError)"
+    ]
+    assert json.loads(cache.read_text())["version"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".blob-locations-")) == []
