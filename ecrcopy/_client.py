@@ -248,7 +248,8 @@ class RegistryClient:
         async def attempt() -> Reply:
             response = await self._exchange(method, url, scope_set, headers, content, ok_set, what)
             try:
-                body = await _read_limited(response, limit, what, too_large)
+                # a HEAD answer has no body: its Content-Length describes the resource
+                body = b"" if method == "HEAD" else await _read_limited(response, limit, what, too_large)
             finally:
                 await response.aclose()
             return Reply(response.status_code, response.headers, response.url, body)
