@@ -15,11 +15,42 @@ Typical set-ups::
     ) as ecr: ...
 
     with Proxy(gitlab.url, token_gate=True) as gate: ...  # GitLab-like hard token expiry
+
+Faults and hostile servers::
+
+    faults = FaultInjector(seed=1, rates={"503": 0.05, "cut": 0.03})  # a Proxy hook; see _faults
+    with GitLabEmulator(tmp / "gl", registry_faults=faults) as gitlab: ...
+    with EcrEmulator(tmp / "ecr", data_faults=faults) as ecr: ...  # data plane and S3 redirects
+
+    with HostileRegistry(source) as hostile:  # forwards to `source` except for hostile repositories
+        hostile.add("evil/app", Scenario.CYCLE)
+
+    with StubServer() as foreign: ...  # a foreign origin recording every request's headers
 """
 
 from ._blobserver import S3_AUTH_CONFLICT, BlobServer
 from ._ecr import EcrEmulator
+from ._faults import (
+    FAULT_RATE_KEYS,
+    Fault,
+    FaultInjector,
+    FaultKind,
+    InjectedFault,
+    any_request,
+    data_requests,
+    token_requests,
+)
 from ._gitlab import GitLabEmulator
+from ._hostile import (
+    DEEP_NESTING_LEVELS,
+    FAKE_BEARER,
+    HOSTILE_TEXT,
+    HOSTILE_TEXT_LARGE,
+    HUGE_TAG_COUNT,
+    HostileRegistry,
+    HostileRepository,
+    Scenario,
+)
 from ._httpserver import LoggedRequest, free_port
 from ._images import (
     ACCEPT_MANIFESTS,
@@ -48,16 +79,23 @@ from ._images import (
     oci_index,
     push,
 )
-from ._proxy import Proxy, ProxyHook, ProxyRequest, ProxyResponse, jwt_claims_unverified
+from ._proxy import NO_RESPONSE, Proxy, ProxyHook, ProxyRequest, ProxyResponse, StubServer, jwt_claims_unverified
 from ._registry import Registry, RegistryError, blob_data_path
 from ._tokenserver import Grant, TokenRequest, TokenServer, parse_scope
 
 __all__ = [
     "ACCEPT_MANIFESTS",
+    "DEEP_NESTING_LEVELS",
     "DOCKER_CONFIG",
     "DOCKER_LAYER",
     "DOCKER_MANIFEST",
     "DOCKER_MANIFEST_LIST",
+    "FAKE_BEARER",
+    "FAULT_RATE_KEYS",
+    "HOSTILE_TEXT",
+    "HOSTILE_TEXT_LARGE",
+    "HUGE_TAG_COUNT",
+    "NO_RESPONSE",
     "OCI_CONFIG",
     "OCI_EMPTY",
     "OCI_INDEX",
@@ -68,10 +106,16 @@ __all__ = [
     "Blob",
     "BlobServer",
     "EcrEmulator",
+    "Fault",
+    "FaultInjector",
+    "FaultKind",
     "GitLabEmulator",
     "Grant",
+    "HostileRegistry",
+    "HostileRepository",
     "Image",
     "Index",
+    "InjectedFault",
     "LoggedRequest",
     "Proxy",
     "ProxyHook",
@@ -80,10 +124,14 @@ __all__ = [
     "PushError",
     "Registry",
     "RegistryError",
+    "Scenario",
+    "StubServer",
     "TokenRequest",
     "TokenServer",
+    "any_request",
     "blob_data_path",
     "corrupt_blob",
+    "data_requests",
     "docker_image",
     "docker_manifest_list",
     "fetch_blob",
@@ -96,4 +144,5 @@ __all__ = [
     "oci_index",
     "parse_scope",
     "push",
+    "token_requests",
 ]

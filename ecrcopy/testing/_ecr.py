@@ -42,6 +42,7 @@ from urllib.parse import parse_qs
 import httpx
 
 from ._blobserver import BlobServer
+from ._faults import Fault, ProxyHook
 from ._httpserver import BackgroundHTTPServer, QuietHandler
 from ._images import Image, Index, push
 from ._proxy import Proxy, ProxyRequest, ProxyResponse
@@ -124,6 +125,17 @@ class EcrEmulator(ServiceGroup):
     ``tags/list`` with ``n > 1000`` answer 400. Blob GETs/HEADs answer 307 to :attr:`blob_server`, which
     refuses any ``Authorization`` header like S3 does.
 
+    Faults: ``data_faults`` (a hook such as :class:`~ecrcopy.testing.FaultInjector`, whose counters show
+    what it did) is consulted by the data-plane proxy before the ECR credential check (a wire fault,
+    which forwards the request, is applied only when the credential check passes), and also by a
+    second :class:`~ecrcopy.testing.Proxy` put in front of the blob server (:attr:`blob_proxy`): the
+    registry's redirects then point at that proxy (:attr:`blob_url`), so redirected blob downloads can
+    be cut, stalled or refused too (the proxy forwards ``Authorization``, which the blob server still
+    refuses). Without ``data_faults`` redirects go straight to the blob server. The
+    :class:`~ecrcopy.testing.FaultInjector` default predicate selects both kinds of request. The
+    attribute ``data_faults`` is read on every data-plane request (it may be swapped while running);
+    the blob proxy's hook is ``blob_proxy.hook``.
+
     Seeding: :meth:`create_repository`, :meth:`add_image` (data plane + moto), and the metadata-only
     :meth:`register_only` / :meth:`add_many` (fast; those images cannot be pulled).
     """
@@ -141,6 +153,7 @@ class EcrEmulator(ServiceGroup):
         access_key_id: str = "AKIDECRCOPYTEST",
         secret_access_key: str = "ecrcopy-test-secret",  # noqa: S107 - a fake credential
         verify_signatures: bool = True,
+        data_faults: ProxyHook | None = None,
     ) -> None:
         if not re.fullmatch(r"\d{12}", account_id):
             raise ValueError(f"account_id must be 12 digits, got {account_id!r}")
@@ -152,6 +165,7 @@ class EcrEmulator(ServiceGroup):
         self.access_key_id = access_key_id
         self.secret_access_key = secret_access_key
         self.verify_signatures = verify_signatures
+        self.data_faults = data_faults
         self._lock = threading.Lock()
         self._calls: RequestLog[str] = RequestLog()
         self._passwords: dict[str, float] = {}
@@ -161,6 +175,7 @@ class EcrEmulator(ServiceGroup):
         self._clients: list[Any] = []
         self._seed_client: Any = None
         self._blob_server: BlobServer | None = None
+        self._blob_proxy: Proxy | None = None
         self._registry: Registry | None = None
         self._gate: Proxy | None = None
         self._moto: Any = None
@@ -170,7 +185,7 @@ class EcrEmulator(ServiceGroup):
     # -- lifecycle -----------------------------------------------------------------------------------
 
     def start(self) -> Self:
-        """Start the blob server, the data-plane registry and gate, moto and the API front."""
+        """Start the blob server (and its fault proxy), the data-plane registry and gate, moto and the front."""
         return super().start()
 
     def _start_parts(self, stack: contextlib.ExitStack) -> None:
@@ -182,8 +197,12 @@ class EcrEmulator(ServiceGroup):
         stack.callback(self._release, key)
         registry_dir = self.workdir / "registry"
         self._blob_server = stack.enter_context(BlobServer(Registry.data_dir_for(registry_dir)))
-        self._registry = stack.enter_context(Registry(registry_dir, redirect_blobs_to=self._blob_server.url))
-        self._gate = stack.enter_context(Proxy(self._registry.url, hook=self._data_gate))
+        redirect = self._blob_server.url
+        if self.data_faults is not None:
+            self._blob_proxy = stack.enter_context(Proxy(self._blob_server.url, hook=self.data_faults))
+            redirect = self._blob_proxy.url
+        self._registry = stack.enter_context(Registry(registry_dir, redirect_blobs_to=redirect))
+        self._gate = stack.enter_context(Proxy(self._registry.url, hook=self._data_hook))
         self._start_moto(stack)
         self._reset_backend()
         stack.callback(self._reset_backend)
@@ -222,12 +241,12 @@ class EcrEmulator(ServiceGroup):
         self._seed_client = None
 
     def _forget_parts(self) -> None:
-        self._blob_server = self._registry = self._gate = self._front = None
+        self._blob_server = self._blob_proxy = self._registry = self._gate = self._front = None
         self._moto = self._moto_port = None
         self._seed_client = None
 
     def stop(self) -> None:
-        """Stop everything (front, moto, gate, registry, blob server) and reset moto's state."""
+        """Stop everything (front, moto, gate, registry, blob proxy and server) and reset moto's state."""
         super().stop()
 
     # -- addresses -----------------------------------------------------------------------------------
@@ -264,8 +283,19 @@ class EcrEmulator(ServiceGroup):
 
     @property
     def blob_server(self) -> BlobServer:
-        """The S3 stand-in that blob GETs are redirected to."""
+        """The S3 stand-in that blob GETs are redirected to (through :attr:`blob_proxy` when there is one)."""
         return self._require(self._blob_server, "blob_server")
+
+    @property
+    def blob_proxy(self) -> Proxy | None:
+        """The fault proxy in front of :attr:`blob_server` (``None`` without ``data_faults``)."""
+        return self._blob_proxy
+
+    @property
+    def blob_url(self) -> str:
+        """``http://127.0.0.1:PORT`` that blob redirects point at (the blob proxy's, else the blob server's)."""
+        proxy = self._blob_proxy
+        return proxy.url if proxy is not None else self.blob_server.url
 
     @property
     def moto_url(self) -> str:
@@ -737,6 +767,15 @@ class EcrEmulator(ServiceGroup):
     def challenge(self) -> str:
         """ECR's data-plane challenge."""
         return f'Basic realm="https://{self.registry_host}/",service="ecr.amazonaws.com"'
+
+    def _data_hook(self, req: ProxyRequest) -> ProxyResponse | Fault | None:
+        faults = self.data_faults
+        answer = faults(req) if faults is not None else None
+        if answer is None or (isinstance(answer, Fault) and answer.forwards):
+            refused = self._data_gate(req)
+            if refused is not None:
+                return refused  # a wire fault forwards: the credential check still applies
+        return answer
 
     def _data_gate(self, req: ProxyRequest) -> ProxyResponse | None:
         scheme, _, value = req.headers.get("authorization", "").partition(" ")

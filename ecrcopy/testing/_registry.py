@@ -103,12 +103,16 @@ class Registry(LoopbackAddress, Service):
         relative_urls: bool = False,
         redirect_blobs_to: str | None = None,
         startup_timeout: float = 20.0,
+        token_realm: str | None = None,
     ) -> None:
         if htpasswd is not None and token_auth is not None:
             raise ValueError("choose htpasswd or token_auth, not both")
+        if token_realm is not None and token_auth is None:
+            raise ValueError("token_realm needs token_auth")
         self.workdir = Path(workdir)
         self.htpasswd = dict(htpasswd) if htpasswd is not None else None
         self.token_auth = token_auth
+        self.token_realm = token_realm
         self.relative_urls = relative_urls
         self.redirect_blobs_to = redirect_blobs_to
         self.startup_timeout = startup_timeout
@@ -188,7 +192,7 @@ class Registry(LoopbackAddress, Service):
             bundle.write_bytes(ts.cert_pem)
             config["auth"] = {
                 "token": {
-                    "realm": ts.realm,
+                    "realm": self.token_realm if self.token_realm is not None else ts.realm,
                     "service": ts.service,
                     "issuer": ts.issuer,
                     "rootcertbundle": str(bundle),
