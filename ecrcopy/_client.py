@@ -180,6 +180,8 @@ class RegistryClient:
         self.scheme = scheme or ("http" if allow_http(host) else "https")
         self.base_url = f"{self.scheme}://{host}"
         self.limits = limits or HostLimits(self.options)
+        #: a request with credentials got an answer other than 401 (a later 401 is then per image)
+        self._credentials_worked = False
         self.retry = retry or RetryPolicy(self.options)
         http_limits = httpx.Limits(
             max_connections=self.options.connections_per_host,
@@ -296,6 +298,8 @@ class RegistryClient:
                 except httpx.TransportError as exc:
                     raise TransferError(f"{what}: {describe_transport_error(exc)}") from None
             status = response.status_code
+            if own_origin and status != 401 and "Authorization" in req_headers:
+                self._credentials_worked = True
             if status in ok:
                 host_limit.succeeded()
                 return response
@@ -323,6 +327,9 @@ class RegistryClient:
         code = errors[0].code if errors and errors[0].code else None
         message = f"{what}: {status}{_detail(body)}"
         if status == 401 and own_origin:
+            if self._credentials_worked:
+                # the same credentials work for other requests: this one image is refused, not the run
+                raise Denied(f"{message} (refused after re-authentication)", status=401, code=code)
             raise AuthenticationError(f"{self.host}: credentials rejected ({message})")
         if status in (401, 403) and not own_origin:
             origin = clean_text(redact_url(str(response.url)), 120)
