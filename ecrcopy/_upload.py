@@ -75,12 +75,13 @@ async def upload_resumable(
             return
         except EcrcopyError as exc:
             attempt += 1
-            rejected_range = isinstance(exc, RegistryError) and exc.status == 416
-            if attempt >= dst.options.retries or not (rejected_range or is_transient(exc)):
+            # 416: the registry disagrees about the offset; 404 BLOB_UPLOAD_UNKNOWN: the session is gone
+            restart = isinstance(exc, RegistryError) and (exc.status == 416 or exc.code == "BLOB_UPLOAD_UNKNOWN")
+            if attempt >= dst.options.retries or not (restart or is_transient(exc)):
                 raise
             await policy.pause(attempt, exc, what=what, host=dst.host)
-            if rejected_range:
-                log.info("%s: the registry rejected the chunk's range; starting again", what)
+            if restart:
+                log.info("%s: %s; starting again", what, exc)
                 location, minimum = await dst.open_upload(dst_repo)
                 offset = 0
                 continue
