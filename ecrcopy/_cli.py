@@ -10,7 +10,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -46,7 +48,16 @@ from ._report import CopyReport, ImageResult, ProgressEvent
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+_terminated: list[int] = []
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (a cancelled CI job, ``docker stop``) ends the run as Ctrl-C does: in-flight work is
+    cancelled, the blob location cache is saved, and the exit status is 143."""
+    _terminated.append(signum)
+    signal.raise_signal(signal.SIGINT)
 
 
 class _UsageError(Exception):
@@ -494,6 +505,18 @@ def _configure_logging(debug: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        _terminated.clear()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
@@ -512,6 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ecrcopy: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE if exc.fatal else EXIT_FAILED
     except KeyboardInterrupt:
+        if _terminated:
+            print("ecrcopy: terminated", file=sys.stderr)
+            return EXIT_TERMINATED
         print("ecrcopy: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:

@@ -330,3 +330,32 @@ def test_password_with_a_newline_is_refused_in_one_line(tmp_path: Path, ecr: Ecr
         error_lines = [line for line in proc.stderr.splitlines() if line.startswith("ecrcopy: error: ")]
         assert error_lines and "control character" in error_lines[-1]
         assert gl.tokens.requests == []  # nothing was sent
+
+
+# ---------------------------------------------------------------------------------------------- cancellation
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_run_saves_the_blob_cache(tmp_path: Path, ecr: EcrEmulator, signum: int, code: int) -> None:
+    """Ctrl-C, or SIGTERM from a cancelled CI job: in-flight work is cancelled, the blob location cache is
+    still written (atomically: no temporary file left), and the exit status says which signal it was."""
+    seed_many(ecr, repos=8, tags=3, layer=900_000)
+    cache = tmp_path / "cache.json"
+    with GitLabEmulator(tmp_path / "gl") as gl:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ecrcopy", "migrate", "--concurrency", "2", "--blob-cache", str(cache)],
+            env=cli_env(ecr, gl),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        time.sleep(2.0)
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    assert stderr.strip().splitlines()[-1] in ("ecrcopy: interrupted", "ecrcopy: terminated")
+    assert "Traceback" not in stderr
+    saved = json.loads(cache.read_text())
+    assert saved["version"] == 1 and saved["hosts"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".blob-locations-")] == []
