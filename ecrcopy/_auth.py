@@ -49,8 +49,9 @@ from ._protocol import (
 )
 from ._reference import is_loopback_host, split_host_port
 from ._retry import RetryPolicy, is_transient
+from ._streams import describe_transport_error
 
-__all__ = ["Authenticator", "describe_transport_error"]
+__all__ = ["Authenticator"]
 
 #: Largest token reply read (GitLab's JWTs with many scopes are a few KiB).
 MAX_TOKEN_REPLY = 1024 * 1024
@@ -330,16 +331,3 @@ def _covers(have: ScopeKey, want: ScopeKey) -> bool:
         if not set(actions.split(",")) <= granted.get(head, set()):
             return False
     return True
-
-
-def describe_transport_error(exc: BaseException) -> str:
-    """A transport failure in words, without anything from the request's headers.
-
-    Protocol errors raised while *sending* (h11's ``LocalProtocolError``) can quote a header
-    value, so only their class is named; other messages are cleaned and shortened.
-    """
-    name = exc.__class__.__name__
-    if isinstance(exc, httpx.LocalProtocolError):
-        return f"{name} (the request could not be sent)"
-    text = clean_text(str(exc), 160)
-    return f"{name}: {text}" if text else name

@@ -33,7 +33,7 @@ import certifi
 import httpx
 
 from . import _mediatypes as mt
-from ._auth import Authenticator, describe_transport_error
+from ._auth import Authenticator
 from ._credentials import CredentialProvider
 from ._exceptions import (
     AuthenticationError,
@@ -48,7 +48,7 @@ from ._exceptions import (
     UnsupportedManifest,
 )
 from ._limits import HostLimits
-from ._models import MAX_BLOB_SIZE, MAX_MANIFEST_SIZE, Manifest, new_hasher
+from ._models import MAX_BLOB_SIZE, MAX_MANIFEST_SIZE, Manifest
 from ._options import CopyOptions
 from ._protocol import (
     Scope,
@@ -64,8 +64,18 @@ from ._protocol import (
 )
 from ._reference import is_loopback_host, is_valid_digest, split_host_port
 from ._retry import RetryPolicy
+from ._streams import (
+    StreamReader,
+    counting,
+    describe_transport_error,
+    raw_chunks,
+    read_error_body,
+    read_limited,
+    skip,
+    verified,
+)
 
-__all__ = ["ManifestInfo", "RegistryClient", "Reply", "StreamReader", "chunk_length", "counting"]
+__all__ = ["ManifestInfo", "RegistryClient", "Reply", "chunk_length"]
 
 log = logging.getLogger("ecrcopy")
 
@@ -75,7 +85,6 @@ _SUCCESS = tuple(range(200, 300))
 _READ_CHUNK = 1024 * 1024
 #: Limit of a body ecrcopy does not expect to be large (upload and mount answers, HEADs).
 _SMALL_BODY = 64 * 1024
-_ERROR_BODY = 64 * 1024
 #: Limits of a tag listing: bytes of one page, pages, tags.
 MAX_TAG_PAGE = 8 * 1024 * 1024
 MAX_TAG_PAGES = 5000
@@ -120,36 +129,6 @@ def tls_context() -> ssl.SSLContext:
     if cafile or capath:
         return ssl.create_default_context(cafile=cafile or None, capath=capath or None)
     return ssl.create_default_context(cafile=certifi.where())
-
-
-class StreamReader:
-    """Hands out exact-size slices of an async byte stream without copying it whole."""
-
-    def __init__(self, stream: AsyncIterator[bytes]) -> None:
-        self._stream = stream
-        self._leftover = b""
-
-    async def take(self, n: int) -> AsyncIterator[bytes]:
-        remaining = n
-        while remaining > 0:
-            if self._leftover:
-                piece, self._leftover = self._leftover, b""
-            else:
-                try:
-                    piece = await self._stream.__anext__()
-                except StopAsyncIteration:
-                    raise TransferError(f"source blob ended {remaining} bytes early") from None
-            if len(piece) > remaining:
-                piece, self._leftover = piece[:remaining], piece[remaining:]
-            remaining -= len(piece)
-            yield piece
-
-    async def expect_end(self) -> None:
-        if self._leftover:
-            raise DigestMismatch("source blob is longer than its descriptor says")
-        async for piece in self._stream:
-            if piece:
-                raise DigestMismatch("source blob is longer than its descriptor says")
 
 
 class RegistryClient:
@@ -251,7 +230,7 @@ class RegistryClient:
             response = await self._exchange(method, url, scope_set, headers, content, ok_set, what)
             try:
                 # a HEAD answer has no body: its Content-Length describes the resource
-                body = b"" if method == "HEAD" else await _read_limited(response, limit, what, too_large)
+                body = b"" if method == "HEAD" else await read_limited(response, limit, what, too_large)
             finally:
                 await response.aclose()
             return Reply(response.status_code, response.headers, response.url, body)
@@ -303,7 +282,7 @@ class RegistryClient:
             if status in ok:
                 host_limit.succeeded()
                 return response
-            body = await _read_error_body(response)
+            body = await read_error_body(response)
             if status == 429:
                 host_limit.throttled()
             if status == 401 and own_origin:
@@ -484,10 +463,10 @@ class RegistryClient:
             verify = offset == 0
         response = await self._open_blob_response(repo, digest, offset)
         try:
-            pieces = _raw_chunks(response, _READ_CHUNK, f"GET blob {digest}")
+            pieces = raw_chunks(response, _READ_CHUNK, f"GET blob {digest}")
             if offset and response.status_code == 200:
-                pieces = _skip(pieces, offset)  # the server ignored Range
-            yield _verified(pieces, digest, size) if verify and offset == 0 else pieces
+                pieces = skip(pieces, offset)  # the server ignored Range
+            yield verified(pieces, digest, size) if verify and offset == 0 else pieces
         finally:
             await response.aclose()
 
@@ -534,7 +513,7 @@ class RegistryClient:
                 raise TransferError(f"{what}: {describe_transport_error(exc)}") from None
         if response.status_code in ok:
             return response
-        body = await _read_error_body(response)
+        body = await read_error_body(response)
         if response.status_code in (401, 403):
             # an expired or refused presigned URL: not the registry's credentials; ask the registry again
             raise TransferError(f"{what}: object storage refused the download ({response.status_code}{_detail(body)})")
@@ -730,95 +709,3 @@ def _range_starts_at(response: httpx.Response, offset: int) -> bool:
     unit, _, spec = content_range.partition(" ")
     start = spec.partition("-")[0]
     return unit.strip().lower() == "bytes" and start.isdigit() and int(start) == offset
-
-
-async def _read_limited(
-    response: httpx.Response, limit: int, what: str, too_large: type[EcrcopyError] = RegistryError
-) -> bytes:
-    """The raw body, at most ``limit`` bytes, read as it streams (a longer body is cut off and refused)."""
-    length = response.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise too_large(f"{what}: the registry announced {int(length)} bytes, more than the {limit} allowed")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in _raw_chunks(response, 65536, what):
-        size += len(chunk)
-        if size > limit:
-            raise too_large(f"{what}: response is longer than the {limit} bytes allowed")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _read_error_body(response: httpx.Response) -> bytes:
-    """Up to 64 KiB of an error body (the rest is never read); nothing when the connection breaks."""
-    if response.is_stream_consumed:  # a mock transport's body, already read
-        return response.content[:_ERROR_BODY]
-    try:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_raw(_ERROR_BODY):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= _ERROR_BODY:
-                break
-        return b"".join(chunks)[:_ERROR_BODY]
-    except httpx.HTTPError:
-        return b""
-    finally:
-        await response.aclose()
-
-
-async def _raw_chunks(response: httpx.Response, size: int, what: str) -> AsyncIterator[bytes]:
-    """The body as sent (no content decoding); transport failures become :class:`TransferError`."""
-    if response.is_stream_consumed:  # a mock transport's body, already read
-        yield response.content
-        return
-    try:
-        async for chunk in response.aiter_raw(size):
-            yield chunk
-    except httpx.TransportError as exc:
-        raise TransferError(f"{what}: {describe_transport_error(exc)}") from None
-
-
-async def _skip(stream: AsyncIterator[bytes], n: int) -> AsyncIterator[bytes]:
-    """``stream`` without its first ``n`` bytes."""
-    async for piece in stream:
-        if n >= len(piece):
-            n -= len(piece)
-            continue
-        yield piece[n:] if n else piece
-        n = 0
-
-
-async def counting(stream: AsyncIterator[bytes], on_progress: Callable[[int], None] | None) -> AsyncIterator[bytes]:
-    """``stream`` unchanged, reporting each piece's length to ``on_progress``."""
-    async for piece in stream:
-        if on_progress is not None:
-            on_progress(len(piece))
-        yield piece
-
-
-async def _verified(stream: AsyncIterator[bytes], digest: str, size: int | None) -> AsyncIterator[bytes]:
-    """Pass ``stream`` through, checking length and digest; the last piece waits for the verdict."""
-    hasher = new_hasher(digest)
-    expected_hex = digest.partition(":")[2]
-    total = 0
-    pending: bytes | None = None
-    async for piece in stream:
-        if not piece:
-            continue
-        hasher.update(piece)
-        total += len(piece)
-        if size is not None and total > size:
-            raise DigestMismatch(f"blob {digest} is longer than its {size} bytes")
-        if pending is not None:
-            yield pending
-        pending = piece
-    if size is not None and total < size:  # a cut body: another attempt may get all of it
-        raise TransferError(f"blob {digest} ended after {total} of {size} bytes")
-    if hasher.hexdigest() != expected_hex:
-        raise DigestMismatch(
-            f"blob content hashes to {digest.partition(':')[0]}:{hasher.hexdigest()}, expected {digest}"
-        )
-    if pending is not None:
-        yield pending

@@ -19,10 +19,11 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from ._client import RegistryClient, StreamReader, chunk_length, counting
+from ._client import RegistryClient, chunk_length
 from ._exceptions import DigestMismatch, EcrcopyError, RegistryError
 from ._models import Descriptor, new_hasher
 from ._retry import RetryPolicy, is_transient
+from ._streams import StreamReader, counting
 
 __all__ = ["upload_resumable"]
 
