@@ -138,6 +138,8 @@ class Authenticator:
                 ) from None
             except httpx.TransportError as exc:
                 raise TransferError(f"GET /v2/: {describe_transport_error(exc)}") from None
+            except (httpx.InvalidURL, ValueError, UnicodeError):
+                raise ConfigurationError(f"{self.host} answered GET /v2/ with an unusable redirect") from None
         status = response.status_code
         if status == 429:
             raise RateLimited(
@@ -233,18 +235,18 @@ class Authenticator:
             raise AuthenticationError(f"{self.host} sent a Bearer challenge without a realm")
         try:
             realm_url = httpx.URL(realm)
-        except (httpx.InvalidURL, ValueError):
+            realm_host = _host_of(realm_url)
+        except (httpx.InvalidURL, ValueError, UnicodeError):
             raise AuthenticationError(f"{self.host} announced an unusable token realm") from None
-        if realm_url.scheme not in ("http", "https") or not realm_url.host:
+        if realm_url.scheme not in ("http", "https") or not realm_host:
             raise AuthenticationError(f"{self.host} announced a token realm that is not an HTTP URL")
-        if realm_url.scheme != "https":
-            realm_host = realm_url.host if realm_url.port is None else f"{realm_url.host}:{realm_url.port}"
-            if realm_url.scheme != "http" or not (
-                self._allow_http(realm_host) or self._allow_http(split_host_port(realm_host)[0])
-            ):
-                raise ConfigurationError(
-                    f"{self.host}: refusing to send credentials to non-https token realm {redact_url(realm)}"
-                )
+        plain_http_allowed = realm_url.scheme == "http" and (
+            self._allow_http(realm_host) or self._allow_http(split_host_port(realm_host)[0])
+        )
+        if realm_url.scheme != "https" and not plain_http_allowed:
+            raise ConfigurationError(
+                f"{self.host}: refusing to send credentials to non-https token realm {redact_url(realm)}"
+            )
         creds: Credentials | None = await self._credentials.get(self.host)
         params: list[tuple[str, str | int | float | bool | None]] = []
         if challenge.service:
@@ -276,6 +278,8 @@ class Authenticator:
                     await response.aclose()
         except httpx.TransportError as exc:
             raise TransferError(f"{what}: {describe_transport_error(exc)}") from None
+        except (httpx.InvalidURL, ValueError, UnicodeError):
+            raise AuthenticationError(f"{what} answered with an unusable redirect") from None
         received = time.monotonic()
         status = response.status_code
         if status in (401, 403):

@@ -23,6 +23,7 @@ import functools
 import json
 import logging
 import os
+import re
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -85,6 +86,7 @@ _SUCCESS = tuple(range(200, 300))
 _READ_CHUNK = 1024 * 1024
 #: Limit of a body ecrcopy does not expect to be large (upload and mount answers, HEADs).
 _SMALL_BODY = 64 * 1024
+_DIGITS = re.compile(r"[0-9]+")
 #: Limits of a tag listing: bytes of one page, pages, tags.
 MAX_TAG_PAGE = 8 * 1024 * 1024
 MAX_TAG_PAGES = 5000
@@ -276,6 +278,8 @@ class RegistryClient:
                     response = await self.http.send(request, stream=True)
                 except httpx.TransportError as exc:
                     raise TransferError(f"{what}: {describe_transport_error(exc)}") from None
+                except (httpx.InvalidURL, ValueError, UnicodeError):  # a redirect whose Location is no URL
+                    raise RegistryError(f"{what}: the registry answered with an unusable Location") from None
             status = response.status_code
             if own_origin and status != 401 and "Authorization" in req_headers:
                 self._credentials_worked = True
@@ -368,7 +372,7 @@ class RegistryClient:
             except NotFound:
                 return None
             return ManifestInfo(manifest.digest, manifest.media_type, manifest.size)
-        size = int(length) if length and length.isdigit() and len(length) < 12 else None
+        size = int(length) if length and _DIGITS.fullmatch(length) and len(length) < 12 else None
         return ManifestInfo(digest, media_type if media_type in mt.MANIFEST_TYPES else None, size)
 
     async def put_manifest(self, repo: str, reference: str, manifest: Manifest) -> None:
@@ -490,11 +494,13 @@ class RegistryClient:
             if not location:
                 raise RegistryError(f"{what}: redirect without Location")
             try:
-                url = str(httpx.URL(url).join(location))
-            except (httpx.InvalidURL, ValueError):
+                target = httpx.URL(url).join(location)
+                usable = target.scheme in ("http", "https") and bool(target.host)
+            except (httpx.InvalidURL, ValueError, UnicodeError):
                 raise RegistryError(f"{what}: redirect to an unusable URL") from None
-            if httpx.URL(url).scheme not in ("http", "https"):
+            if not usable:
                 raise RegistryError(f"{what}: redirect to a non-HTTP URL")
+            url = str(target)
         raise RegistryError(f"{what}: too many redirects")
 
     async def _send_to_storage(
@@ -511,6 +517,8 @@ class RegistryClient:
                 response = await self.http.send(request, stream=True)
             except httpx.TransportError as exc:
                 raise TransferError(f"{what}: {describe_transport_error(exc)}") from None
+            except (httpx.InvalidURL, ValueError, UnicodeError):
+                raise RegistryError(f"{what}: object storage answered with an unusable Location") from None
         if response.status_code in ok:
             return response
         body = await read_error_body(response)
@@ -559,9 +567,10 @@ class RegistryClient:
             raise RegistryError(f"{what}: registry sent {reply.status_code} without Location")
         try:
             url = reply.url.join(location)
-        except (httpx.InvalidURL, ValueError):
+            usable = url.scheme in ("http", "https") and bool(url.host)
+        except (httpx.InvalidURL, ValueError, UnicodeError):
             raise RegistryError(f"{what}: registry sent an unusable Location") from None
-        if url.scheme not in ("http", "https") or not url.host:
+        if not usable:
             raise RegistryError(f"{what}: registry sent a Location that is not an HTTP URL")
         return str(url)
 
@@ -679,13 +688,16 @@ def chunk_length(configured: int, minimum: int | None) -> int:
 
 def _chunk_min_length(reply: Reply) -> int | None:
     value = reply.headers.get("oci-chunk-min-length")
-    if value and value.isdigit() and len(value) <= 12:
+    if value and _DIGITS.fullmatch(value) and len(value) <= 12:
         return min(int(value), MAX_BLOB_SIZE)
     return None
 
 
 def _host_of(url: httpx.URL) -> str:
-    return url.host if url.port is None else f"{url.host}:{url.port}"
+    try:
+        return url.host if url.port is None else f"{url.host}:{url.port}"
+    except (ValueError, UnicodeError):  # an IDNA name that does not decode
+        return url.netloc.decode("ascii", "replace")
 
 
 def _insufficient_scope(response: httpx.Response) -> bool:
@@ -708,4 +720,4 @@ def _range_starts_at(response: httpx.Response, offset: int) -> bool:
     content_range = response.headers.get("content-range", "")
     unit, _, spec = content_range.partition(" ")
     start = spec.partition("-")[0]
-    return unit.strip().lower() == "bytes" and start.isdigit() and int(start) == offset
+    return unit.strip().lower() == "bytes" and bool(_DIGITS.fullmatch(start)) and int(start) == offset

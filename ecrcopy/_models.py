@@ -158,7 +158,7 @@ class Manifest:
             hasher.update(raw)
             actual = f"{expected_digest.partition(':')[0]}:{hasher.hexdigest()}"
             if actual != expected_digest:
-                raise DigestMismatch(f"manifest hashes to {actual}, expected {expected_digest}")
+                raise DigestMismatch(f"manifest hashes to {actual}, expected {_shown(expected_digest)[1:-1]}")
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError) as exc:
@@ -192,7 +192,7 @@ class Manifest:
             return ImageManifest.model_validate_json(self.raw)
         except ValidationError as exc:
             first = exc.errors(include_url=False, include_input=False)[0]
-            where = ".".join(str(p) for p in first["loc"])[:120]
+            where = _shown(".".join(str(p) for p in first["loc"]))[1:-1]
             message = _shown(str(first["msg"]))[1:-1]
             raise UnsupportedManifest(f"malformed {self.media_type} manifest: {where}: {message}") from None
         except (ValueError, RecursionError):

@@ -186,7 +186,10 @@ def next_link(header: str | None, base_url: str) -> str | None:
         for param in params.split(";"):
             key, _, value = param.strip().partition("=")
             if key.strip().lower() == "rel" and "next" in value.strip().strip('"').lower().split():
-                return urljoin(base_url, target)
+                try:
+                    return urljoin(base_url, target)
+                except ValueError:  # a target that is no URL (``https://[::1``): no next page to follow
+                    return None
     return None
 
 
@@ -209,6 +212,8 @@ def clean_text(text: str, limit: int = 300) -> str:
     """
     text = _CONTROL_RE.sub(" ", _ANSI_RE.sub("", text))
     text = " ".join(text.split())
+    if limit <= 0:
+        return ""
     if len(text) > limit:
         text = text[: max(limit - 1, 0)].rstrip() + "…"
     return text
@@ -423,18 +428,19 @@ def parse_token_response(body: bytes, now: float, *, wall_now: float | None = No
     return TokenInfo(token, now + lifetime, lifetime)
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    return (
-        parts.scheme,
-        (parts.hostname or "").lower(),
-        parts.port or {"http": 80, "https": 443}.get(parts.scheme),
-    )
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # an unparseable netloc or port (``h:99999``, ``[::1``)
+        return None
+    return (parts.scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(parts.scheme))
 
 
 def same_origin(a: str, b: str) -> bool:
-    """Same scheme, host and port (default ports filled in)."""
-    return _origin(a) == _origin(b)
+    """Same scheme, host and port (default ports filled in); an unparseable URL is no one's origin."""
+    origin = _origin(a)
+    return origin is not None and origin == _origin(b)
 
 
 def append_query(url: str, **params: str) -> str:
@@ -447,6 +453,12 @@ def append_query(url: str, **params: str) -> str:
 
 def redact_url(url: str) -> str:
     """The URL without query string and user info (presigned URLs, upload state and passwords stay out)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unparseable (``https://[::1``): cut query, fragment and user info by hand
+        head = url.split("?", 1)[0].split("#", 1)[0]
+        scheme, sep, rest = head.partition("://")
+        host, slash, path = rest.partition("/")
+        return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}" if sep else head
     netloc = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -69,7 +69,7 @@ async def read_limited(
 ) -> bytes:
     """The raw body, at most ``limit`` bytes, read as it streams (a longer body is cut off and refused)."""
     length = response.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
+    if length and length.isascii() and length.isdigit() and int(length) > limit:
         raise too_large(f"{what}: the registry announced {int(length)} bytes, more than the {limit} allowed")
     chunks: list[bytes] = []
     size = 0
