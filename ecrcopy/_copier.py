@@ -93,7 +93,7 @@ class Copier:
         self._limits = HostLimits(self.options)
         #: retries, rate-limit waits and their time across every request of this copier
         self.retry_stats = RetryStats()
-        self._retry = RetryPolicy(self.options, self.retry_stats, on_rate_limited=self._limits.throttled)
+        self._retry = RetryPolicy(self.options, self.retry_stats)
         self._transferer = BlobTransferer(self.options, self._hints, self._retry)
         self._child_locks = KeyedLock()
         self._children_pushed: set[tuple[str, str, str]] = set()

@@ -96,6 +96,3 @@ class HostLimits:
                 host, ceiling=ceiling, adaptive=options.adaptive_concurrency, rate=rate
             )
         return limit
-
-    def throttled(self, host: str) -> None:
-        self(host).throttled()

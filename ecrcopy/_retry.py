@@ -64,12 +64,9 @@ class RetryPolicy:
         self,
         options: CopyOptions,
         stats: RetryStats | None = None,
-        *,
-        on_rate_limited: Callable[[str], None] | None = None,
     ) -> None:
         self.options = options
         self.stats = stats if stats is not None else RetryStats()
-        self._on_rate_limited = on_rate_limited
 
     async def run(self, operation: Callable[[], Awaitable[T]], *, what: str, host: str) -> T:
         """Await ``operation()`` until it succeeds, fails permanently, or attempts or time run out.
@@ -79,19 +76,12 @@ class RetryPolicy:
 
         def wait(state: tenacity.RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome is not None else None
-            retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-            return self.options.backoff_delay(state.attempt_number, retry_after)
+            return self.delay(state.attempt_number, exc)
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome is not None else None
             delay = state.next_action.sleep if state.next_action is not None else 0.0
-            self.stats.retries += 1
-            self.stats.retry_wait_seconds += delay
-            if isinstance(exc, RateLimited):
-                self.stats.rate_limited += 1
-                if self._on_rate_limited is not None:
-                    self._on_rate_limited(host)
-            log.info("%s: %s; retry %d in %.1fs", what, _describe(exc), state.attempt_number, delay)
+            self._record(state.attempt_number, exc, delay, what=what, host=host)
 
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self.options.retries)
@@ -110,16 +100,22 @@ class RetryPolicy:
 
     async def pause(self, attempt: int, exc: EcrcopyError, *, what: str, host: str) -> None:
         """Wait before attempt ``attempt + 1`` of a loop that resumes rather than repeats (uploads)."""
+        delay = self.delay(attempt, exc)
+        self._record(attempt, exc, delay, what=what, host=host)
+        await anyio.sleep(delay)
+
+    def delay(self, attempt: int, exc: BaseException | None) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (the server's ``Retry-After`` counts)."""
         retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-        delay = self.options.backoff_delay(attempt, retry_after)
+        return self.options.backoff_delay(attempt, retry_after)
+
+    def _record(self, attempt: int, exc: BaseException | None, delay: float, *, what: str, host: str) -> None:
+        """Count a retry (a 429 also narrowed the host's window where it was answered) and log it."""
         self.stats.retries += 1
         self.stats.retry_wait_seconds += delay
         if isinstance(exc, RateLimited):
             self.stats.rate_limited += 1
-            if self._on_rate_limited is not None:
-                self._on_rate_limited(host)
-        log.info("%s: %s; retry %d in %.1fs", what, _describe(exc), attempt, delay)
-        await anyio.sleep(delay)
+        log.info("%s %s: %s; retry %d in %.1fs", host, what, _describe(exc), attempt, delay)
 
 
 def _describe(exc: BaseException | None) -> str:
