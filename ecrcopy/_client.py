@@ -87,6 +87,9 @@ _READ_CHUNK = 1024 * 1024
 #: Limit of a body ecrcopy does not expect to be large (upload and mount answers, HEADs).
 _SMALL_BODY = 64 * 1024
 _DIGITS = re.compile(r"[0-9]+")
+#: 401s after re-authentication in a row, with no success between them, that mean the credentials
+#: died (a fixed password that expired) rather than that one image is refused
+_REFUSALS_ENDING_THE_RUN = 3
 #: Limits of a tag listing: bytes of one page, pages, tags.
 MAX_TAG_PAGE = 8 * 1024 * 1024
 MAX_TAG_PAGES = 5000
@@ -161,8 +164,10 @@ class RegistryClient:
         self.scheme = scheme or ("http" if allow_http(host) else "https")
         self.base_url = f"{self.scheme}://{host}"
         self.limits = limits or HostLimits(self.options)
-        #: a request with credentials got an answer other than 401 (a later 401 is then per image)
+        #: a request with credentials got an answer other than 401 (a later 401 is then per image) ...
         self._credentials_worked = False
+        #: ... unless 401s after re-authentication keep coming with no success between them
+        self._refusals_in_row = 0
         self.retry = retry or RetryPolicy(self.options)
         http_limits = httpx.Limits(
             max_connections=self.options.connections_per_host,
@@ -231,8 +236,12 @@ class RegistryClient:
         async def attempt() -> Reply:
             response = await self._exchange(method, url, scope_set, headers, content, ok_set, what)
             try:
-                # a HEAD answer has no body: its Content-Length describes the resource
-                body = b"" if method == "HEAD" else await read_limited(response, limit, what, too_large)
+                if method == "HEAD":  # no body: its Content-Length describes the resource
+                    body = b""
+                elif method == "GET":  # the body is the answer: all of it, within the limit
+                    body = await read_limited(response, limit, what, too_large)
+                else:  # the answer to a write succeeded; a few bytes of its body are enough
+                    body = await read_error_body(response)
             finally:
                 await response.aclose()
             return Reply(response.status_code, response.headers, response.url, body)
@@ -283,6 +292,7 @@ class RegistryClient:
             status = response.status_code
             if own_origin and status != 401 and "Authorization" in req_headers:
                 self._credentials_worked = True
+                self._refusals_in_row = 0
             if status in ok:
                 host_limit.succeeded()
                 return response
@@ -310,7 +320,8 @@ class RegistryClient:
         code = errors[0].code if errors and errors[0].code else None
         message = f"{what}: {status}{_detail(body)}"
         if status == 401 and own_origin:
-            if self._credentials_worked:
+            self._refusals_in_row += 1
+            if self._credentials_worked and self._refusals_in_row < _REFUSALS_ENDING_THE_RUN:
                 # the same credentials work for other requests: this one image is refused, not the run
                 raise Denied(f"{message} (refused after re-authentication)", status=401, code=code)
             raise AuthenticationError(f"{self.host}: credentials rejected ({message})")

@@ -82,7 +82,8 @@ async def read_limited(
 
 
 async def read_error_body(response: httpx.Response) -> bytes:
-    """Up to 64 KiB of an error body (the rest is never read); nothing when the connection breaks."""
+    """Up to 64 KiB of a body whose details hardly matter (an error, or the answer to a write); the
+    rest is never read. Nothing when the connection breaks."""
     if response.is_stream_consumed:  # a mock transport's body, already read
         return response.content[:ERROR_BODY_LIMIT]
     try:

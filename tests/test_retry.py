@@ -297,3 +297,27 @@ async def test_window_limits_requests_in_flight() -> None:
         for _ in range(12):
             tg.start_soon(one)
     assert peak == 2
+
+
+async def test_refusals_after_credentials_worked_fail_images_until_three_in_a_row() -> None:
+    """Once credentials worked, a 401 after re-authentication fails one image (``Denied``); the third in
+    a row with no success between means they died (an expired fixed password): ``AuthenticationError``."""
+    fake = FakeRegistry(auth="basic")
+    raw = oci_manifest_bytes()
+    fake.routes["GET", "/v2/team/app/manifests/v1"] = serve_manifest(raw)
+    fake.routes["GET", "/v2/team/app/manifests/locked"] = lambda r: fake.unauthorized()
+    client = client_for(fake)
+    try:
+        await client.get_manifest("team/app", "v1")
+        for _ in range(2):
+            with pytest.raises(Denied, match="refused after re-authentication"):
+                await client.get_manifest("team/app", "locked")
+        await client.get_manifest("team/app", "v1")  # a success in between resets the count
+        for _ in range(2):
+            with pytest.raises(Denied):
+                await client.get_manifest("team/app", "locked")
+        with pytest.raises(AuthenticationError) as info:
+            await client.get_manifest("team/app", "locked")
+        assert info.value.fatal
+    finally:
+        await client.aclose()
