@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ._credentials import Credentials
 from ._exceptions import AuthenticationError, ConfigurationError, Denied, EcrcopyError, NotFound, RegistryUnavailable
+from ._models import MAX_BLOB_SIZE
 from ._plan import EcrImage, EcrRepository
 
 __all__ = ["ALLOWED_ACTIONS", "EcrApi", "EcrCredentials", "EcrSource"]
@@ -201,12 +202,17 @@ class EcrApi:
         details = self._call(f"DescribeImages {repository}", run)
         images = []
         for d in details:
+            digest = d.get("imageDigest")
+            if not isinstance(digest, str):  # nothing to copy it by; the plan cannot name it either
+                log.warning("ECR described an image of %s without a digest; left out", repository)
+                continue
             pushed = d.get("imagePushedAt")
+            size = d.get("imageSizeInBytes")
             images.append(
                 EcrImage(
-                    digest=d["imageDigest"],
-                    tags=tuple(d.get("imageTags") or ()),
-                    size=d.get("imageSizeInBytes"),
+                    digest=digest,  # validated where it becomes a reference (an unusable one fails its image)
+                    tags=tuple(t for t in d.get("imageTags") or () if isinstance(t, str)),
+                    size=size if isinstance(size, int) and 0 <= size <= MAX_BLOB_SIZE * 64 else None,
                     pushed_at=pushed if isinstance(pushed, datetime) else None,
                     media_type=d.get("imageManifestMediaType"),
                     artifact_media_type=d.get("artifactMediaType"),

@@ -140,15 +140,18 @@ def ecr(tmp_path: Path) -> Iterator[EcrEmulator]:
 # ---------------------------------------------------------------------------------------------- 4. clock skew
 
 
+LIFETIME = 2.0
+
+
 @pytest.mark.parametrize("skew", [600.0, -600.0])
 def test_clock_skew_does_not_multiply_token_requests(tmp_path: Path, ecr: EcrEmulator, skew: float) -> None:
     """A runner whose clock is 10 minutes ahead or behind the token service: tokens per scope, not per request.
 
     The CLI runs with ``time.time`` shifted by ``skew``; the token service and the hard-expiry gate keep the
-    real clock. Tokens live 4 s and the gate refuses them from ``exp`` on, as GitLab does.
+    real clock. Tokens live 2 s and the gate refuses them from ``exp`` on, as GitLab does.
     """
     expected = seed_many(ecr, repos=6, tags=3)
-    with GitLabEmulator(tmp_path / "gl", token_lifetime=4.0) as gl:
+    with GitLabEmulator(tmp_path / "gl", token_lifetime=LIFETIME) as gl:
         env = cli_env(ecr, gl)
         code = (
             "import sys, time\n"
@@ -158,7 +161,8 @@ def test_clock_skew_does_not_multiply_token_requests(tmp_path: Path, ecr: EcrEmu
         )
         started = time.monotonic()
         proc = subprocess.run(
-            [sys.executable, "-c", code, "migrate", "--concurrency", "2"],
+            # paced to outlast the short tokens a few times over
+            [sys.executable, "-c", code, "migrate", "--concurrency", "2", "--max-requests-per-second", "*=40"],
             capture_output=True,
             text=True,
             env=env,
@@ -175,7 +179,8 @@ def test_clock_skew_does_not_multiply_token_requests(tmp_path: Path, ecr: EcrEmu
             assert assert_complete(gl, repo, tag) == digest
     # scope sets: push on each destination repository, and push+pull-from for mounts between them
     scope_sets = 2 * len({repo for repo, _ in expected})
-    renewals = math.ceil(elapsed / (4.0 * 0.8)) + 1
+    renewals = math.ceil(elapsed / (LIFETIME * 0.8)) + 1
+    assert elapsed > 2 * LIFETIME, elapsed  # tokens had to be renewed during the run
     assert token_requests <= scope_sets * renewals, (token_requests, registry_requests, elapsed)
     assert registry_requests >= 4 * token_requests, (token_requests, registry_requests)
 
@@ -195,13 +200,15 @@ def test_kill_9_at_seeded_moments_then_rerun(tmp_path: Path, ecr: EcrEmulator) -
         for moment in [rng.uniform(0.6, 3.0) for _ in range(4)]:
             gl.registry.reset()
             proc = subprocess.Popen(
-                [sys.executable, "-m", "ecrcopy", "migrate", "--concurrency", "2"],
+                # paced (about 8 s for the whole migration), so that every kill lands in the middle of it
+                [sys.executable, "-m", "ecrcopy", "migrate", "--concurrency", "2", "--max-requests-per-second", "*=40"],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 stdin=subprocess.DEVNULL,
             )
             time.sleep(moment)
+            assert proc.poll() is None, f"the run ended before the kill at {moment:.2f} s"
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
             # whatever the moment, every tag that exists points at complete content
@@ -343,14 +350,21 @@ def test_interrupted_run_saves_the_blob_cache(tmp_path: Path, ecr: EcrEmulator, 
     cache = tmp_path / "cache.json"
     with GitLabEmulator(tmp_path / "gl") as gl:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ecrcopy", "migrate", "--concurrency", "2", "--blob-cache", str(cache)],
+            # paced, so that the run is surely still going when the signal comes
+            [
+                *(sys.executable, "-m", "ecrcopy", "migrate", "--blob-cache", str(cache)),
+                *("--concurrency", "2", "--max-requests-per-second", "*=25"),
+            ],
             env=cli_env(ecr, gl),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,
         )
-        time.sleep(2.0)
+        deadline = time.monotonic() + 60
+        while gl.registry.blob_uploads() < 2 and time.monotonic() < deadline:  # wait until blobs have moved
+            time.sleep(0.1)
+        assert proc.poll() is None, "the run ended before the signal"
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr
