@@ -36,7 +36,7 @@ from ._exceptions import (
     WrongContextError,
 )
 from ._gitlab import GitLabDestination
-from ._migrate import MigrationReport
+from ._migrate import MigrationReport, migrate_with
 from ._models import Descriptor, ImageIndex, ImageManifest, Manifest, Platform
 from ._options import CopyOptions
 from ._plan import MigrationOptions, PlanSummary, Shard
@@ -89,5 +89,6 @@ __all__ = [
     "copy_image",
     "copy_repository",
     "migrate",
+    "migrate_with",
     "parse_reference",
 ]

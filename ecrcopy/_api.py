@@ -14,7 +14,7 @@ from ._credentials import CredentialsLike
 from ._ecr import EcrSource
 from ._exceptions import WrongContextError
 from ._gitlab import GitLabDestination
-from ._migrate import MigrationReport
+from ._migrate import MigrationReport, migrate_with
 from ._options import CopyOptions
 from ._plan import MigrationOptions
 from ._report import CopyReport, EventCallback
@@ -114,8 +114,10 @@ def migrate(
     copy_options: CopyOptions | None = None,
     on_event: EventCallback | None = None,
 ) -> MigrationReport:
-    """Migrate ECR to GitLab; every argument defaults from the environment. See :meth:`Copier.migrate`."""
+    """Migrate ECR to GitLab; every argument defaults from the environment. See :func:`ecrcopy.migrate_with`."""
     return run_blocking(
         "migrate",
-        lambda: _with_copier(lambda c: c.migrate(source, destination, options), copy_options, None, None, on_event),
+        lambda: _with_copier(
+            lambda c: migrate_with(c, source, destination, options), copy_options, None, None, on_event
+        ),
     )

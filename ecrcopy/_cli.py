@@ -40,7 +40,7 @@ from ._ecr import EcrSource
 from ._exceptions import ConfigurationError, EcrcopyError
 from ._gitlab import GitLabDestination
 from ._junit import junit_xml
-from ._migrate import MigrationReport
+from ._migrate import MigrationReport, migrate_with
 from ._options import CopyOptions
 from ._plan import MigrationOptions, parse_shard
 from ._protocol import clean_text
@@ -428,7 +428,7 @@ def _cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
 
         async def run() -> MigrationReport:
             async with Copier(options, on_event=reporter.on_event) as copier:
-                return await copier.migrate(source, destination, migration)
+                return await migrate_with(copier, source, destination, migration)
 
         report = run_blocking("migrate", run)
     if args.report:

@@ -30,14 +30,10 @@ from ._cache import BlobHints
 from ._client import RegistryClient
 from ._concurrency import KeyedLock, run_all
 from ._credentials import CredentialProvider, CredentialsLike, as_provider
-from ._ecr import EcrSource
 from ._exceptions import ConfigurationError, EcrcopyError, NotFound, SkippedByPolicy, TagConflict, UnsupportedManifest
-from ._gitlab import GitLabDestination
 from ._limits import HostLimits
-from ._migrate import MigrationReport
 from ._models import Manifest
 from ._options import CopyOptions
-from ._plan import MigrationOptions
 from ._protocol import clean_text
 from ._reference import Reference, is_valid_tag, parse_reference
 from ._report import CopyReport, EventCallback, ImageResult, ProgressEvent, emit
@@ -263,28 +259,6 @@ class Copier:
             self.options.image_concurrency,
         )
         return [r for r in results if r is not None]
-
-    async def migrate(
-        self,
-        source: EcrSource | None = None,
-        destination: GitLabDestination | None = None,
-        options: MigrationOptions | None = None,
-    ) -> MigrationReport:
-        """Copy every selected ECR repository and tag to ``<destination prefix>/<mapped name>``.
-
-        ``source``, ``destination`` and ``options`` default to :meth:`EcrSource.from_env`,
-        :meth:`GitLabDestination.from_env` and :meth:`MigrationOptions.from_env` (the shard of a
-        GitLab ``parallel:`` job). Invalid plans (name collisions, invalid names) and
-        rejected credentials raise before anything is written.
-        """
-        from ._migrate import run_migration
-
-        return await run_migration(
-            self,
-            source or EcrSource.from_env(),
-            destination or GitLabDestination.from_env(),
-            options or MigrationOptions.from_env(),
-        )
 
     # ------------------------------------------------------------------ the engine
 

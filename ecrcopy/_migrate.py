@@ -1,15 +1,19 @@
-"""ECR → GitLab migration: enumerate, plan, check, copy, report."""
+"""ECR → GitLab migration: enumerate, plan, check, copy, report.
+
+The migration drives a :class:`~ecrcopy.Copier` (its clients, blob transfers and retries); the
+copier knows nothing of ECR, GitLab or plans.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import anyio
 from pydantic import Field
 
 from ._client import RegistryClient, push_scope
 from ._concurrency import run_all
+from ._copier import Copier
 from ._credentials import CredentialProvider, as_provider
 from ._ecr import EcrApi, EcrCredentials, EcrSource, host_of, inventory
 from ._exceptions import ConfigurationError, EcrcopyError, InvalidReference, RegistryUnavailable
@@ -18,10 +22,7 @@ from ._plan import MigrationOptions, Plan, PlanSummary, build_plan
 from ._reference import Reference, is_loopback_host
 from ._report import CopyReport, ImageResult, ProgressEvent
 
-if TYPE_CHECKING:
-    from ._copier import Copier
-
-__all__ = ["MigrationReport", "run_migration"]
+__all__ = ["MigrationReport", "migrate_with", "run_migration"]
 
 log = logging.getLogger("ecrcopy")
 
@@ -30,6 +31,30 @@ class MigrationReport(CopyReport):
     """A :class:`CopyReport` plus the plan it carried out."""
 
     plan: PlanSummary = Field(default_factory=PlanSummary)
+
+
+async def migrate_with(
+    copier: Copier,
+    source: EcrSource | None = None,
+    destination: GitLabDestination | None = None,
+    options: MigrationOptions | None = None,
+) -> MigrationReport:
+    """Copy every selected ECR repository and tag to ``<destination prefix>/<mapped name>`` with ``copier``.
+
+    ``source``, ``destination`` and ``options`` default to :meth:`EcrSource.from_env`,
+    :meth:`GitLabDestination.from_env` and :meth:`MigrationOptions.from_env` (the shard of a
+    GitLab ``parallel:`` job). Invalid plans (name collisions, invalid names) and rejected
+    credentials raise before anything is written::
+
+        async with ecrcopy.Copier(ecrcopy.CopyOptions(on_conflict="skip")) as copier:
+            report = await ecrcopy.migrate_with(copier)
+    """
+    return await run_migration(
+        copier,
+        source or EcrSource.from_env(),
+        destination or GitLabDestination.from_env(),
+        options or MigrationOptions.from_env(),
+    )
 
 
 async def run_migration(
