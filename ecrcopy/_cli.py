@@ -437,6 +437,7 @@ def _cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
         write_text(args.junit, junit_xml(report, suite="ecrcopy migrate"))
     print_plan(out, report)
     print_table(out, report)
+    print_archived(out, report)
     reporter.summary(report)
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -454,11 +455,30 @@ def print_plan(out: TextIO, report: MigrationReport) -> None:
         extras.append(f"{plan.untagged} untagged images not copied")
     if plan.tags_invalid:
         extras.append(f"{plan.tags_invalid} tags invalid for OCI skipped")
+    if plan.tags_archived:
+        extras.append(f"{plan.tags_archived} tags of archived images skipped (see below)")
     if plan.tags_filtered:
         extras.append(f"{plan.tags_filtered} tags filtered out")
     if plan.repositories_excluded:
         extras.append(f"{plan.repositories_excluded} repositories excluded")
     print(line + (f" ({'; '.join(extras)})" if extras else ""), file=out)
+
+
+def print_archived(out: TextIO, report: MigrationReport) -> None:
+    """Images ECR holds in its archive storage class: how to restore each, once (ecrcopy never calls it)."""
+    activating = {i.digest for i in report.images if i.reason == "activating"}
+    if not report.restore_commands and not activating:
+        return
+    print(
+        f"{len(report.restore_commands) + len(activating)} images are in ECR's archive storage class and were not "
+        "copied. Restoring needs ecr:UpdateImageStorageClass (outside ecrcopy's read-only policy); "
+        "run the migration again once they are ACTIVE:",
+        file=out,
+    )
+    for command in report.restore_commands:
+        print(f"  {command}", file=out)
+    if activating:
+        print(f"  ({len(activating)} already being restored: ACTIVATING)", file=out)
 
 
 def print_table(out: TextIO, report: CopyReport) -> None:

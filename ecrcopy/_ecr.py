@@ -159,6 +159,8 @@ class EcrApi:
             raise RegistryUnavailable(f"cannot reach the ECR API: {exc}") from None
         except (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError) as exc:
             raise RegistryUnavailable(f"ECR API timed out during {what}: {exc.__class__.__name__}") from None
+        except botocore.exceptions.ParamValidationError:
+            raise  # the caller decides (an older botocore that lacks a newer parameter)
         except botocore.exceptions.BotoCoreError as exc:
             raise ConfigurationError(f"{what}: {exc}") from None
 
@@ -187,7 +189,15 @@ class EcrApi:
         return list(self._call("DescribeRepositories", run))
 
     def images(self, repository: str) -> EcrRepository:
-        kwargs: dict[str, Any] = {"repositoryName": repository, "filter": {"tagStatus": "ANY"}}
+        """Every image of ``repository``: tagged and untagged, active, archived and activating.
+
+        ``filter.imageStatus = ANY`` makes ECR list archived images too (it lists only ACTIVE ones
+        otherwise). A botocore that does not know the filter rejects it before sending anything;
+        then the listing falls back to active images only, with a warning.
+        """
+        import botocore.exceptions
+
+        kwargs: dict[str, Any] = {"repositoryName": repository, "filter": {"tagStatus": "ANY", "imageStatus": "ANY"}}
         if self.source.registry_id:
             kwargs["registryId"] = self.source.registry_id
         paginator = self._client.get_paginator("describe_images")
@@ -199,7 +209,17 @@ class EcrApi:
                 for d in page["imageDetails"]
             ]
 
-        details = self._call(f"DescribeImages {repository}", run)
+        try:
+            details = self._call(f"DescribeImages {repository}", run)
+        except botocore.exceptions.ParamValidationError:
+            log.warning(
+                "this botocore (%s) does not know ECR's imageStatus filter: archived images of %s are not listed; "
+                "upgrade boto3 to see them",
+                botocore.__version__,
+                repository,
+            )
+            kwargs["filter"] = {"tagStatus": "ANY"}
+            details = self._call(f"DescribeImages {repository}", run)
         images = []
         for d in details:
             digest = d.get("imageDigest")
@@ -217,6 +237,7 @@ class EcrApi:
                     media_type=d.get("imageManifestMediaType"),
                     artifact_media_type=d.get("artifactMediaType"),
                     subject_digest=d.get("subjectManifestDigest"),
+                    status=status if isinstance(status := d.get("imageStatus"), str) and status else "ACTIVE",
                 )
             )
         return EcrRepository(repository, tuple(images))

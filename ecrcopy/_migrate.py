@@ -18,7 +18,7 @@ from ._credentials import CredentialProvider, as_provider
 from ._ecr import EcrApi, EcrCredentials, EcrSource, host_of, inventory
 from ._exceptions import ConfigurationError, EcrcopyError, InvalidReference, RegistryUnavailable
 from ._gitlab import GitLabDestination
-from ._plan import MigrationOptions, Plan, PlanSummary, build_plan
+from ._plan import MigrationOptions, Plan, PlanSummary, SkippedTag, build_plan
 from ._reference import Reference, is_loopback_host
 from ._report import CopyReport, ImageResult, ProgressEvent
 
@@ -31,6 +31,8 @@ class MigrationReport(CopyReport):
     """A :class:`CopyReport` plus the plan it carried out."""
 
     plan: PlanSummary = Field(default_factory=PlanSummary)
+    #: one ``aws ecr update-image-storage-class`` command per archived image the plan had to skip
+    restore_commands: list[str] = Field(default_factory=list)
 
 
 async def migrate_with(
@@ -107,18 +109,42 @@ async def run_migration(
         copier.emit(ProgressEvent("image_finished", result.source, result.destination, result=result))
         report.images.append(result)
     for skipped in plan.skipped:
+        command = restore_command(api.region, source.registry_id, skipped)
+        if skipped.reason == "archived" and command not in report.restore_commands:
+            report.restore_commands.append(command)
         result = ImageResult(
             source=f"{src_host}/{skipped.repository}:{skipped.tag}",
             destination=f"{prefix}/{plan.destinations[skipped.repository]}:{skipped.tag}",
             digest=skipped.digest,
             status="skipped",
             reason=skipped.reason,
-            error="ECR tag is not a valid OCI tag (at most 128 of [A-Za-z0-9_.-], not starting with . or -)",
+            error=skip_message(skipped.reason, command),
         )
         copier.emit(ProgressEvent("image_finished", result.source, result.destination, result=result))
         report.images.append(result)
     copier.finish_report(report, before)
     return report
+
+
+def restore_command(region: str, registry_id: str | None, skipped: SkippedTag) -> str:
+    """The AWS CLI command that restores an archived image (an action outside ecrcopy's seven)."""
+    registry = f" --registry-id {registry_id}" if registry_id else ""
+    return (
+        f"aws ecr update-image-storage-class --region {region}{registry} --repository-name {skipped.repository}"
+        f" --image-id imageDigest={skipped.digest} --target-storage-class STANDARD"
+    )
+
+
+def skip_message(reason: str, restore: str) -> str:
+    """Why a planned tag was left out, and what to do about it."""
+    if reason == "archived":
+        return f"archived in ECR (cannot be pulled): restore it with '{restore}', then run the migration again"
+    if reason == "activating":
+        return (
+            "being restored from ECR's archive (ACTIVATING, up to 20 minutes): "
+            "run the migration again when it is ACTIVE"
+        )
+    return "ECR tag is not a valid OCI tag (at most 128 of [A-Za-z0-9_.-], not starting with . or -)"
 
 
 def _provider(destination: GitLabDestination) -> CredentialProvider:

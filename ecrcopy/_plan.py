@@ -48,6 +48,8 @@ class EcrImage:
     media_type: str | None = None
     artifact_media_type: str | None = None
     subject_digest: str | None = None
+    #: ECR's storage class state: ``ACTIVE``, ``ARCHIVED`` (cannot be pulled) or ``ACTIVATING`` (being restored)
+    status: str = "ACTIVE"
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,9 @@ class PlanSummary(BaseModel):
     )
     tags_filtered: int = 0
     tags_invalid: int = 0
+    tags_archived: int = Field(
+        0, description="tags of images in ECR's archive storage class (or being restored): skipped, not pullable"
+    )
     estimated_bytes: int = 0
     already_present_bytes: int | None = Field(None, description="dry run: bytes of tags already at the destination")
     shard: str = "1/1"
@@ -314,6 +319,9 @@ def build_plan(repositories: Iterable[EcrRepository], options: MigrationOptions)
                 if not is_valid_tag(tag):
                     skipped.append(SkippedTag(repo.name, tag, image.digest, "invalid_tag"))
                     continue
+                if image.status != "ACTIVE":  # archived or activating: ECR refuses to serve it until restored
+                    skipped.append(SkippedTag(repo.name, tag, image.digest, image.status.lower()))
+                    continue
                 planned.append(
                     PlannedImage(repo.name, tag, image.digest, destinations[repo.name], image.size, image.pushed_at)
                 )
@@ -332,7 +340,8 @@ def build_plan(repositories: Iterable[EcrRepository], options: MigrationOptions)
     summary.repositories = len(mine)
     summary.images = len({(p.repository, p.digest) for p in plan.images})
     summary.tags = len(plan.images)
-    summary.tags_invalid = len(plan.skipped)
+    summary.tags_invalid = sum(1 for s in plan.skipped if s.reason == "invalid_tag")
+    summary.tags_archived = sum(1 for s in plan.skipped if s.reason != "invalid_tag")
     summary.estimated_bytes = sum(weights[n] for n in mine)
     summary.destinations = dict(sorted(plan.destinations.items()))
     plan.summary = summary
