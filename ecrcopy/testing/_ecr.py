@@ -37,7 +37,7 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar, Self, cast
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 import httpx
 
@@ -60,6 +60,7 @@ _SEED_HEADER = "X-Ecrcopy-Testing-Seed"
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request")
 _OCI_TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 _NAME_LIMITED = re.compile(r"^/v2/(_catalog|.+/tags/list)$")
+_MANIFEST_PATH = re.compile(r"^/v2/(?P<repo>.+)/manifests/(?P<ref>[^/]+)$")
 
 #: action -> (list key in the response, default page size)
 _PAGINATED = {
@@ -171,6 +172,10 @@ class EcrEmulator(ServiceGroup):
         self._passwords: dict[str, float] = {}
         self._rejected_auth = 0
         self._meta: dict[str, _ImageMeta] = {}
+        #: (repository, digest) -> (imageStatus, lastArchivedAt) for images not ACTIVE
+        self._status: dict[tuple[str, str], tuple[str, float]] = {}
+        #: (repository, tag or digest) of images not ACTIVE: their manifests answer 404 on the data plane
+        self._unpullable: set[tuple[str, str]] = set()
         self._last_pushed_at = 0.0
         self._clients: list[Any] = []
         self._seed_client: Any = None
@@ -715,15 +720,53 @@ class EcrEmulator(ServiceGroup):
     def _fix_details(self, details: list[dict[str, Any]], filters: dict[str, Any]) -> list[dict[str, Any]]:
         tag_status = filters.get("tagStatus", "ANY")
         image_status = filters.get("imageStatus", "ACTIVE")
-        if image_status not in ("ACTIVE", "ANY"):
-            return []
         result = []
         for detail in details:
             tagged = bool(detail.get("imageTags"))
             if (tag_status == "TAGGED" and not tagged) or (tag_status == "UNTAGGED" and tagged):
                 continue
+            with self._lock:
+                status, archived_at = self._status.get(
+                    (str(detail.get("repositoryName")), str(detail.get("imageDigest"))), ("ACTIVE", 0.0)
+                )
+            if image_status != "ANY" and status != image_status:
+                continue
+            detail["imageStatus"] = status
+            if status != "ACTIVE":
+                detail["lastArchivedAt"] = archived_at
             result.append(self._fix_detail(detail))
         return result
+
+    # -- archive storage class -----------------------------------------------------------------------
+
+    def archive_image(self, repo: str, digest: str, at: float | None = None) -> None:
+        """Move an image to the archive storage class: listed only with ``filter.imageStatus`` ARCHIVED or
+        ANY (``imageStatus``, ``lastArchivedAt``), and its manifest answers 404 on the data plane."""
+        self._set_status(repo, digest, "ARCHIVED", time.time() if at is None else at)
+
+    def set_activating(self, repo: str, digest: str) -> None:
+        """An archived image being restored (``ACTIVATING``): still not pullable."""
+        with self._lock:
+            archived_at = self._status.get((repo, digest), ("", time.time()))[1]
+        self._set_status(repo, digest, "ACTIVATING", archived_at)
+
+    def restore_image(self, repo: str, digest: str) -> None:
+        """Back to ``ACTIVE``: listed by default and pullable again."""
+        tags = self._tags_of(repo, digest)
+        with self._lock:
+            self._status.pop((repo, digest), None)
+            for ref in (digest, *tags):
+                self._unpullable.discard((repo, ref))
+
+    def _set_status(self, repo: str, digest: str, status: str, archived_at: float) -> None:
+        tags = self._tags_of(repo, digest)
+        with self._lock:
+            self._status[(repo, digest)] = (status, archived_at)
+            self._unpullable.update((repo, ref) for ref in (digest, *tags))
+
+    def _tags_of(self, repo: str, digest: str) -> list[str]:
+        reply = self._seeder().describe_images(repositoryName=repo, imageIds=[{"imageDigest": digest}])
+        return [t for d in reply.get("imageDetails", []) for t in d.get("imageTags") or []]
 
     def _fix_detail(self, detail: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
@@ -799,6 +842,12 @@ class EcrEmulator(ServiceGroup):
             else:
                 code, message = "UNAUTHORIZED", "Not Authorized"
             return ProxyResponse.error(401, code, message, {"WWW-Authenticate": self.challenge})
+        manifest = _MANIFEST_PATH.match(req.path)
+        if manifest is not None:
+            with self._lock:
+                archived = (manifest["repo"], unquote(manifest["ref"])) in self._unpullable
+            if archived:  # AWS: "Requests to pull the archived image will fail with a 404 error"
+                return ProxyResponse.error(404, "MANIFEST_UNKNOWN", "The image is archived and cannot be pulled.")
         if _NAME_LIMITED.match(req.path):
             values = parse_qs(req.query).get("n")
             if values:
