@@ -33,7 +33,7 @@ from ._exceptions import (
     RegistryUnavailable,
     TransferError,
 )
-from ._limits import HostLimits
+from ._limits import HostLimits, host_of_url
 from ._options import CopyOptions
 from ._protocol import (
     Challenge,
@@ -49,7 +49,7 @@ from ._protocol import (
 )
 from ._reference import is_loopback_host, split_host_port
 from ._retry import RetryPolicy, is_transient
-from ._streams import describe_transport_error
+from ._streams import describe_transport_error, read_limited
 
 __all__ = ["Authenticator"]
 
@@ -235,7 +235,7 @@ class Authenticator:
             raise AuthenticationError(f"{self.host} sent a Bearer challenge without a realm")
         try:
             realm_url = httpx.URL(realm)
-            realm_host = _host_of(realm_url)
+            realm_host = realm_url.host if realm_url.port is None else f"{realm_url.host}:{realm_url.port}"
         except (httpx.InvalidURL, ValueError, UnicodeError):
             raise AuthenticationError(f"{self.host} announced an unusable token realm") from None
         if realm_url.scheme not in ("http", "https") or not realm_host:
@@ -270,10 +270,10 @@ class Authenticator:
                     params.append(("account", creds.username))
                 # append to the realm's own query: httpx's params= would replace it
                 request = self._http.build_request("GET", realm_url.copy_merge_params(params), headers=headers)
-            async with self._limits(_host_of(realm_url)).slot():
+            async with self._limits(host_of_url(realm_url)).slot():
                 response = await self._http.send(request, stream=True)
                 try:
-                    body = await _read_token_reply(response, what)
+                    body = await read_limited(response, MAX_TOKEN_REPLY, what, TransferError)
                 finally:
                     await response.aclose()
         except httpx.TransportError as exc:
@@ -286,7 +286,7 @@ class Authenticator:
             who = f"user {creds.username!r}" if creds else "anonymous access"
             raise AuthenticationError(f"{self.host}: {what} rejected {who} ({status}); check the credentials")
         if status == 429:
-            self._limits(_host_of(realm_url)).throttled()
+            self._limits(host_of_url(realm_url)).throttled()
             raise RateLimited(
                 f"{what} answered 429", retry_after=parse_retry_after(response.headers.get("retry-after"))
             )
@@ -303,21 +303,6 @@ class Authenticator:
             raise TransferError(f"{what}: {exc}") from None
         self.tokens_received += 1
         return token
-
-
-async def _read_token_reply(response: httpx.Response, what: str) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_raw(65536):
-        size += len(chunk)
-        if size > MAX_TOKEN_REPLY:
-            raise TransferError(f"{what}: reply longer than {MAX_TOKEN_REPLY} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _host_of(url: httpx.URL) -> str:
-    return url.host if url.port is None else f"{url.host}:{url.port}"
 
 
 def _key(scopes: frozenset[Scope]) -> ScopeKey:

@@ -48,7 +48,7 @@ from ._exceptions import (
     TransferError,
     UnsupportedManifest,
 )
-from ._limits import HostLimits
+from ._limits import HostLimits, host_of_url
 from ._models import MAX_BLOB_SIZE, MAX_MANIFEST_SIZE, Manifest
 from ._options import CopyOptions
 from ._protocol import (
@@ -281,7 +281,7 @@ class RegistryClient:
                 raise RegistryError(
                     f"{what}: the registry gave an unusable URL {clean_text(redact_url(url))}"
                 ) from None
-            host_limit = self.limits(_host_of(request.url))
+            host_limit = self.limits(host_of_url(request.url))
             async with host_limit.slot():
                 try:
                     response = await self.http.send(request, stream=True)
@@ -523,7 +523,7 @@ class RegistryClient:
             request = self.http.build_request("GET", url, headers=headers)
         except (httpx.InvalidURL, ValueError):
             raise RegistryError(f"{what}: unusable URL") from None
-        async with self.limits(_host_of(request.url)).slot():
+        async with self.limits(host_of_url(request.url)).slot():
             try:
                 response = await self.http.send(request, stream=True)
             except httpx.TransportError as exc:
@@ -702,13 +702,6 @@ def _chunk_min_length(reply: Reply) -> int | None:
     if value and _DIGITS.fullmatch(value) and len(value) <= 12:
         return min(int(value), MAX_BLOB_SIZE)
     return None
-
-
-def _host_of(url: httpx.URL) -> str:
-    try:
-        return url.host if url.port is None else f"{url.host}:{url.port}"
-    except (ValueError, UnicodeError):  # an IDNA name that does not decode
-        return url.netloc.decode("ascii", "replace")
 
 
 def _insufficient_scope(response: httpx.Response) -> bool:

@@ -16,12 +16,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import httpx
 
 from ._options import CopyOptions
 
-__all__ = ["HostLimit", "HostLimits"]
+__all__ = ["HostLimit", "HostLimits", "host_of_url"]
 
 _DECREASE_INTERVAL = 1.0
+
+
+def host_of_url(url: httpx.URL) -> str:
+    """The key of ``url``'s host in the limits: ``host`` or ``host:port``."""
+    try:
+        return url.host if url.port is None else f"{url.host}:{url.port}"
+    except (ValueError, UnicodeError):  # an IDNA name that does not decode
+        return url.netloc.decode("ascii", "replace")
 
 
 class HostLimit:
