@@ -49,7 +49,7 @@ from ._exceptions import (
     UnsupportedManifest,
 )
 from ._limits import HostLimits, host_of_url
-from ._models import MAX_BLOB_SIZE, MAX_MANIFEST_SIZE, Manifest
+from ._models import MAX_BLOB_SIZE, MAX_MANIFEST_SIZE, Descriptor, Manifest
 from ._options import CopyOptions
 from ._protocol import (
     Scope,
@@ -64,6 +64,7 @@ from ._protocol import (
     same_origin,
 )
 from ._reference import is_loopback_host, is_valid_digest, split_host_port
+from ._referrers import parse_referrers_index
 from ._retry import RetryPolicy
 from ._streams import (
     StreamReader,
@@ -94,6 +95,8 @@ _REFUSALS_ENDING_THE_RUN = 3
 MAX_TAG_PAGE = 8 * 1024 * 1024
 MAX_TAG_PAGES = 5000
 MAX_TAGS = 500_000
+#: Pages of one referrers listing.
+MAX_REFERRER_PAGES = 1000
 
 
 @dataclass(frozen=True)
@@ -386,8 +389,12 @@ class RegistryClient:
         size = int(length) if length and _DIGITS.fullmatch(length) and len(length) < 12 else None
         return ManifestInfo(digest, media_type if media_type in mt.MANIFEST_TYPES else None, size)
 
-    async def put_manifest(self, repo: str, reference: str, manifest: Manifest) -> None:
-        """PUT exact bytes with ``Content-Type`` = the manifest's media type; verify the echoed digest."""
+    async def put_manifest(self, repo: str, reference: str, manifest: Manifest) -> str | None:
+        """PUT exact bytes with ``Content-Type`` = the manifest's media type; verify the echoed digest.
+
+        Returns the ``OCI-Subject`` header of the answer: a registry that serves the referrers API
+        names the subject of a referrer it stored there.
+        """
         if manifest.is_schema1:
             raise UnsupportedManifest("Docker schema 1 manifests cannot be pushed (GitLab refuses them)")
         reply = await self._send(
@@ -404,6 +411,47 @@ class RegistryClient:
             raise DigestMismatch(
                 f"registry stored {repo}:{reference} as {clean_text(echoed, 140)}, expected {manifest.digest}"
             )
+        subject = reply.headers.get("oci-subject")
+        return subject if subject and is_valid_digest(subject) else None
+
+    async def get_referrers(self, repo: str, digest: str) -> list[Descriptor] | None:
+        """The referrers API: every manifest whose ``subject`` is ``digest``, following ``Link`` pages.
+
+        ``None`` when the registry does not serve the API (404, 405, 501, or a 400 that is not about
+        the digest): the caller falls back to the referrers tag schema.
+        """
+        url: str | None = self._url(repo, f"referrers/{digest}")
+        what = f"list referrers of {repo}@{digest}"
+        found: dict[str, Descriptor] = {}
+        visited: set[str] = set()
+        while url is not None:
+            if len(visited) >= MAX_REFERRER_PAGES:
+                raise RegistryError(f"{what}: more than {MAX_REFERRER_PAGES} pages; giving up on an endless listing")
+            visited.add(url)
+            reply = await self._send(
+                "GET",
+                url,
+                [pull_scope(repo)],
+                headers={"Accept": mt.OCI_INDEX},
+                ok=(200, 400, 404, 405, 501),
+                what=what,
+                limit=MAX_MANIFEST_SIZE,
+                too_large=UnsupportedManifest,
+            )
+            if reply.status_code != 200:
+                if not found and not (reply.status_code == 400 and b"DIGEST_INVALID" in reply.content):
+                    return None
+                raise RegistryError(f"{what}: {reply.status_code}{_detail(reply.content)}", status=reply.status_code)
+            for descriptor in parse_referrers_index(reply.content):
+                found.setdefault(descriptor.digest, descriptor)
+            try:
+                link = next_link(reply.headers.get("link"), str(reply.url))
+            except ValueError:
+                raise RegistryError(f"{what}: unreadable Link header") from None
+            if link is not None and not same_origin(link, self.base_url):
+                raise RegistryError(f"{what}: refusing to follow pagination to another host")
+            url = link if link not in visited else None
+        return list(found.values())
 
     async def list_tags(self, repo: str, page_size: int = 1000) -> list[str]:
         """Every tag of ``repo``, following ``Link: <…>; rel="next"`` pages on the registry's own origin.

@@ -5,7 +5,9 @@ Order of writes, so a destination tag never points at incomplete content:
 1. every blob of an image manifest (config, layers) — HEAD, else mount, else upload;
 2. the image manifest, by digest when it is a child of an index;
 3. for an index: every child as above, then the index;
-4. the tag, last: the top manifest PUT by tag.
+4. the tag, last: the top manifest PUT by tag;
+5. then its referrers (signatures, attestations, SBOMs) by digest, after their subject
+   (:mod:`ecrcopy._referrer_sync`), also for an image already up to date.
 
 Failure isolation: anything that goes wrong while copying one image — an error status, a
 malformed manifest, a bug — becomes that image's ``failed`` result with a one-line reason; the
@@ -18,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -36,6 +38,8 @@ from ._models import Manifest
 from ._options import CopyOptions
 from ._protocol import clean_text
 from ._reference import Reference, is_valid_tag, parse_reference
+from ._referrer_sync import ReferrerHints, ReferrerJob, ReferrerSync
+from ._referrers import subject_of_tag
 from ._report import CopyReport, EventCallback, ImageResult, ProgressEvent, emit
 from ._retry import RetryPolicy, RetryStats
 from ._transfer import BlobOutcome, BlobTransferer
@@ -93,6 +97,7 @@ class Copier:
         self._transferer = BlobTransferer(self.options, self._hints, self._retry)
         self._child_locks = KeyedLock()
         self._children_pushed: set[tuple[str, str, str]] = set()
+        self._referrers = ReferrerSync(self.options)
         self._image_slots = anyio.CapacityLimiter(self.options.image_concurrency)
         self._open = False
 
@@ -207,10 +212,15 @@ class Copier:
                 raise ConfigurationError(f"source repository {src} not found") from None
         invalid = sorted(t for t in selected if not is_valid_tag(t))
         selected = [t for t in selected if is_valid_tag(t)]
+        hints: dict[str, ReferrerHints] = {}
+        if self.options.referrers:
+            # cosign's tags and fallback indexes follow their subject, whatever the tag filter says
+            hints[src.repository] = ReferrerHints(tags=frozenset(selected) if tags is None else None)
+            selected = [t for t in selected if subject_of_tag(t) is None]
         if pattern is not None:
             selected = [t for t in selected if pattern.fullmatch(t)]
         pairs = [(src.with_tag(t), dst.with_tag(t)) for t in sorted(selected)]
-        report.images.extend(await self.copy_pairs(pairs, dry_run=dry_run))
+        report.images.extend(await self.copy_pairs(pairs, dry_run=dry_run, referrer_hints=hints))
         for tag in invalid:  # a source may list tags no registry should accept: report, don't abort
             shown = clean_text(tag, 140)
             result = ImageResult(
@@ -240,11 +250,13 @@ class Copier:
         dry_run: bool = False,
         source_client: RegistryClient | None = None,
         destination_client: RegistryClient | None = None,
+        referrer_hints: Mapping[str, ReferrerHints] | None = None,
     ) -> list[ImageResult]:
         """Copy many (source, destination) image references concurrently; results in input order.
 
         ``source_client`` / ``destination_client`` (from :meth:`client`) serve every pair when given;
-        otherwise each pair's hosts get this copier's shared clients.
+        otherwise each pair's hosts get this copier's shared clients. ``referrer_hints`` (by source
+        repository) tell what is already known of the sources' referrers and tags.
         """
         results: list[ImageResult | None] = [None] * len(pairs)
         emit(self._on_event, ProgressEvent("images_planned", "", "", total=len(pairs)))
@@ -252,7 +264,8 @@ class Copier:
         async def one(index: int, src: Reference, dst: Reference) -> None:
             src_client = source_client or self.client(src.api_host, role="source")
             dst_client = destination_client or self.client(dst.api_host, role="destination")
-            results[index] = await self._copy_one(src, dst, src_client, dst_client, dry_run=dry_run)
+            hints = (referrer_hints or {}).get(src.repository) or ReferrerHints()
+            results[index] = await self._copy_one(src, dst, src_client, dst_client, dry_run=dry_run, hints=hints)
 
         await run_all(
             [lambda i=i, s=s, d=d: one(i, s, d) for i, (s, d) in enumerate(pairs)],  # type: ignore[misc]
@@ -263,14 +276,23 @@ class Copier:
     # ------------------------------------------------------------------ the engine
 
     async def _copy_one(
-        self, src: Reference, dst: Reference, src_client: RegistryClient, dst_client: RegistryClient, *, dry_run: bool
+        self,
+        src: Reference,
+        dst: Reference,
+        src_client: RegistryClient,
+        dst_client: RegistryClient,
+        *,
+        dry_run: bool,
+        hints: ReferrerHints | None = None,
     ) -> ImageResult:
         work = _ImageWork(str(src), str(dst))
         result = work.result
         emit(self._on_event, ProgressEvent("image_started", result.source, result.destination))
         try:
             async with self._image_slots:
-                await self._copy_image_tree(src, dst, src_client, dst_client, work, dry_run=dry_run)
+                await self._copy_image_tree(
+                    src, dst, src_client, dst_client, work, dry_run=dry_run, hints=hints or ReferrerHints()
+                )
         except EcrcopyError as exc:
             if exc.fatal:
                 raise
@@ -297,6 +319,7 @@ class Copier:
         work: _ImageWork,
         *,
         dry_run: bool,
+        hints: ReferrerHints,
     ) -> None:
         result = work.result
         reference = src.reference
@@ -311,6 +334,8 @@ class Copier:
         if existing is not None and existing.digest == manifest.digest:
             result.status = "skipped"
             result.reason = "up-to-date"
+            if not dry_run:  # signatures added since the last run still come
+                await self._copy_referrers(manifest, src, dst, src_client, dst_client, work, hints)
             return
         if existing is not None and self.options.on_conflict != "overwrite":
             message = f"{dst.with_tag(target)} already holds {existing.digest}, the source is {manifest.digest}"
@@ -330,6 +355,43 @@ class Copier:
         await dst_client.put_manifest(dst.repository, target, manifest)
         result.manifests_pushed += 1
         result.status = "copied"
+        await self._copy_referrers(manifest, src, dst, src_client, dst_client, work, hints)
+
+    async def _copy_referrers(
+        self,
+        manifest: Manifest,
+        src: Reference,
+        dst: Reference,
+        src_client: RegistryClient,
+        dst_client: RegistryClient,
+        work: _ImageWork,
+        hints: ReferrerHints,
+    ) -> None:
+        """The image's referrers, after it; a referrer that fails fails the image (it is incomplete)."""
+        if not self.options.referrers:
+            return
+
+        async def push(referrer: Manifest, reference: str) -> str | None:
+            self._check_policy(referrer)
+            await self._copy_children(
+                referrer, src.repository, dst.repository, src_client, dst_client, work, (referrer.digest,)
+            )
+            subject = await dst_client.put_manifest(dst.repository, reference, referrer)
+            work.result.manifests_pushed += 1
+            return subject
+
+        job = ReferrerJob(
+            src_client, src.repository, dst_client, dst.repository, push, work.result, hints, self.options.on_conflict
+        )
+        await self._referrers.sync(job, manifest)
+        failed = [r for r in work.result.referrers if r.status == "failed"]
+        if failed:
+            work.result.status = "failed"
+            work.result.reason = "referrer_failed"
+            work.result.error = (
+                f"{len(failed)} of {len(work.result.referrers)} referrer(s) not copied; first: "
+                f"{failed[0].tag or failed[0].digest}: {failed[0].error}"
+            )
 
     def _check_policy(self, manifest: Manifest) -> None:
         if manifest.is_schema1:

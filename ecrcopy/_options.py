@@ -35,6 +35,11 @@ class CopyOptions(BaseModel):
         "skip-image",
         description="images with non-distributable (foreign) layers: skip them with a reason, or copy the layers",
     )
+    referrers: bool = Field(
+        True,
+        description="also copy every image's referrers (signatures, attestations, SBOMs: OCI 1.1 "
+        "subject, the referrers tag schema and cosign's .sig/.att/.sbom tags)",
+    )
     insecure_registries: tuple[str, ...] = Field(
         (), description="hosts spoken to over plain http (loopback hosts always are)"
     )

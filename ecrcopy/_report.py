@@ -18,12 +18,34 @@ __all__ = [
     "ImageResult",
     "ImageStatus",
     "ProgressEvent",
+    "ReferrerResult",
     "Totals",
 ]
 
 log = logging.getLogger("ecrcopy")
 
 ImageStatus = Literal["copied", "skipped", "failed", "planned"]
+
+
+class ReferrerResult(BaseModel):
+    """One referrer (signature, attestation, SBOM) of an image, and what happened to it."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    digest: str
+    #: the manifest it refers to: the image, one of its index children, or another referrer
+    subject: str
+    artifact_type: str | None = None
+    #: cosign's tag convention (``sha256-<hex>.sig``, ``.att``, ``.sbom``) when it came by tag
+    tag: str | None = None
+    #: ``copied`` (pushed now), ``existing`` (already at the destination), ``skipped`` or ``failed``
+    status: Literal["copied", "existing", "skipped", "failed"]
+    error: str | None = None
+
+    @field_validator("error", "artifact_type")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        return None if value is None else clean_text(value, 1000)
 
 
 class ImageResult(BaseModel):
@@ -45,7 +67,15 @@ class ImageResult(BaseModel):
     blobs_existing: int = 0
     bytes_uploaded: int = 0
     manifests_pushed: int = 0
+    #: referrers (signatures, attestations, SBOMs) of this image and of its index children
+    referrers: list[ReferrerResult] = Field(default_factory=list)
+    #: fallback tags (``sha256-<hex>``) written at a destination without the referrers API
+    referrer_tags_written: int = 0
     duration_seconds: float = 0.0
+
+    @property
+    def referrers_copied(self) -> int:
+        return sum(1 for r in self.referrers if r.status == "copied")
 
     @field_validator("error", "reason")
     @classmethod
@@ -65,6 +95,11 @@ class Totals(BaseModel):
     blobs_existing: int = 0
     bytes_uploaded: int = 0
     manifests_pushed: int = 0
+    #: referrers pushed to the destination (and referrers found there already)
+    referrers_copied: int = 0
+    referrers_existing: int = 0
+    referrers_failed: int = 0
+    referrer_tags_written: int = 0
     #: requests repeated after a transient failure (connection trouble, 429, 5xx), token requests included
     retries: int = 0
     #: of those, after a 429 (the registry asked to slow down)
@@ -116,6 +151,14 @@ class CopyReport(BaseModel):
             totals.blobs_existing += image.blobs_existing
             totals.bytes_uploaded += image.bytes_uploaded
             totals.manifests_pushed += image.manifests_pushed
+            totals.referrer_tags_written += image.referrer_tags_written
+            for referrer in image.referrers:
+                if referrer.status == "copied":
+                    totals.referrers_copied += 1
+                elif referrer.status == "existing":
+                    totals.referrers_existing += 1
+                elif referrer.status == "failed":
+                    totals.referrers_failed += 1
         return totals
 
     @computed_field  # type: ignore[prop-decorator]

@@ -78,6 +78,7 @@ from ._images import (
     oci_image,
     oci_index,
     push,
+    referrers_index,
 )
 from ._proxy import NO_RESPONSE, Proxy, ProxyHook, ProxyRequest, ProxyResponse, StubServer, jwt_claims_unverified
 from ._registry import Registry, RegistryError, blob_data_path
@@ -144,5 +145,6 @@ __all__ = [
     "oci_index",
     "parse_scope",
     "push",
+    "referrers_index",
     "token_requests",
 ]

@@ -49,6 +49,7 @@ __all__ = [
     "oci_image",
     "oci_index",
     "push",
+    "referrers_index",
 ]
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -391,6 +392,23 @@ def oci_index(
 ) -> Index:
     """An OCI image index over ``images``; platforms default to each image's own."""
     return _index(OCI_INDEX, images, platforms, annotations, subject, artifact_type)
+
+
+def referrers_index(referrers: Sequence[Image | Index]) -> Index:
+    """The referrers tag schema's index (tag it ``sha256-<hex of the subject>``): one descriptor per
+    referrer with its ``artifactType`` (else its config's media type) and annotations."""
+    entries = []
+    for referrer in referrers:
+        body = referrer.manifest
+        entry = referrer.descriptor()
+        artifact_type = body.get("artifactType") or (body.get("config") or {}).get("mediaType")
+        if artifact_type:
+            entry["artifactType"] = artifact_type
+        if body.get("annotations"):
+            entry["annotations"] = body["annotations"]
+        entries.append(entry)
+    raw = _serialize({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
+    return Index(raw, _sha256(raw), OCI_INDEX, tuple(referrers))
 
 
 def docker_manifest_list(
