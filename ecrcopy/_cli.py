@@ -141,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--newest", type=int, metavar="N", help="per repository, the N most recently pushed images")
     sel.add_argument("--pushed-since", metavar="DATE", help="images pushed at or after DATE (ISO 8601)")
     sel.add_argument("--shard", metavar="I/N", help="this job's share (default: CI_NODE_INDEX/CI_NODE_TOTAL)")
+    sel.add_argument(
+        "--untagged",
+        choices=("skip", "tag"),
+        default="skip",
+        help="untagged standalone images (not index children, not signatures): skip them (counted), or copy "
+        "them tagged untagged-<hex of the digest> so GitLab's garbage collection keeps them (default skip)",
+    )
     add_common_options(migrate)
     return parser
 
@@ -151,6 +158,11 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, metavar="N", help="images copied at the same time (default 4)")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST", help="speak plain http to HOST")
     p.add_argument("--dry-run", action="store_true", help="show what would be copied; write nothing")
+    p.add_argument(
+        "--no-referrers",
+        action="store_true",
+        help="leave signatures, attestations and SBOMs (OCI referrers, cosign tags) behind",
+    )
     p.add_argument(
         "--blob-cache",
         type=Path,
@@ -200,6 +212,7 @@ def options_from(args: argparse.Namespace) -> CopyOptions:
     values: dict[str, object] = {
         "on_conflict": args.on_conflict,
         "insecure_registries": tuple(args.insecure_registry),
+        "referrers": not args.no_referrers,
         "blob_cache": None if args.no_blob_cache or args.dry_run else (args.blob_cache or default_cache_path()),
     }
     if args.concurrency is not None:
@@ -313,6 +326,12 @@ class Reporter:
         print(
             f"{t.images} images: {t.copied} copied, {t.skipped} skipped, {t.failed} failed"
             + (f", {t.planned} planned" if t.planned else "")
+            + (
+                f"; referrers: {t.referrers_copied} copied, {t.referrers_existing} existing"
+                + (f", {t.referrers_failed} failed" if t.referrers_failed else "")
+                if t.referrers_copied or t.referrers_existing or t.referrers_failed
+                else ""
+            )
             + f"; blobs: {t.blobs_uploaded} uploaded ({_size(t.bytes_uploaded)}), {t.blobs_mounted} mounted, "
             f"{t.blobs_existing} existing"
             + (
@@ -402,6 +421,7 @@ def migration_options_from(args: argparse.Namespace, env: Mapping[str, str]) -> 
         name_template=args.name_template,
         mapping=read_mapping_file(args.mapping_file) if args.mapping_file else None,
         shard=parse_shard(args.shard) if args.shard else None,
+        untagged=args.untagged,
         dry_run=args.dry_run,
     )
 
@@ -451,8 +471,12 @@ def print_plan(out: TextIO, report: MigrationReport) -> None:
     if plan.already_present_bytes is not None:
         line += f", ~{_size(plan.already_present_bytes)} already at the destination"
     extras = []
-    if plan.untagged:
-        extras.append(f"{plan.untagged} untagged images not copied")
+    if plan.referrers:
+        extras.append(f"{plan.referrers} referrers (signatures, SBOMs) go with their images")
+    if plan.untagged_tagged:
+        extras.append(f"{plan.untagged_tagged} untagged images copied as untagged-<digest>")
+    if plan.untagged_standalone and plan.untagged_skipped:
+        extras.append(f"{plan.untagged_standalone} untagged standalone images skipped (--untagged tag copies them)")
     if plan.tags_invalid:
         extras.append(f"{plan.tags_invalid} tags invalid for OCI skipped")
     if plan.tags_archived:
@@ -462,6 +486,8 @@ def print_plan(out: TextIO, report: MigrationReport) -> None:
     if plan.repositories_excluded:
         extras.append(f"{plan.repositories_excluded} repositories excluded")
     print(line + (f" ({'; '.join(extras)})" if extras else ""), file=out)
+    for repository, count in plan.untagged_skipped.items():
+        print(f"  {repository}: {count} untagged standalone images not copied (untagged: skip)", file=out)
 
 
 def print_archived(out: TextIO, report: MigrationReport) -> None:

@@ -6,6 +6,7 @@ copier knows nothing of ECR, GitLab or plans.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import anyio
@@ -18,7 +19,17 @@ from ._credentials import CredentialProvider, as_provider
 from ._ecr import EcrApi, EcrCredentials, EcrSource, host_of, inventory
 from ._exceptions import ConfigurationError, EcrcopyError, InvalidReference, RegistryUnavailable
 from ._gitlab import GitLabDestination
-from ._plan import MigrationOptions, Plan, PlanSummary, SkippedTag, build_plan
+from ._mediatypes import INDEX_TYPES
+from ._plan import (
+    EcrRepository,
+    MigrationOptions,
+    Plan,
+    PlanSummary,
+    SkippedTag,
+    build_plan,
+    referrer_hints,
+    select_repositories,
+)
 from ._reference import Reference, is_loopback_host
 from ._report import CopyReport, ImageResult, ProgressEvent
 
@@ -91,7 +102,10 @@ async def run_migration(
                 f"{options.max_depth}, so nothing fits below it"
             )
         options = options.model_copy(update={"max_depth": options.max_depth - extra})
+    options = options.model_copy(update={"referrers": copier.options.referrers})
+    repositories = await _with_index_children(copier, src_client, repositories, options)
     plan = build_plan(repositories, options)
+    hints = {r.name: referrer_hints(r) for r in repositories if r.name in plan.destinations}
     pairs, unusable = _pairs(plan, src_host, prefix)
     report.plan = plan.summary
     log.info(
@@ -104,7 +118,11 @@ async def run_migration(
     if options.dry_run:
         report.images.extend(await _dry_run(copier, dst_client, plan, pairs))
     else:
-        report.images.extend(await copier.copy_pairs(pairs, source_client=src_client, destination_client=dst_client))
+        report.images.extend(
+            await copier.copy_pairs(
+                pairs, source_client=src_client, destination_client=dst_client, referrer_hints=hints
+            )
+        )
     for result in unusable:
         copier.emit(ProgressEvent("image_finished", result.source, result.destination, result=result))
         report.images.append(result)
@@ -147,6 +165,38 @@ def skip_message(reason: str, restore: str) -> str:
     return "ECR tag is not a valid OCI tag (at most 128 of [A-Za-z0-9_.-], not starting with . or -)"
 
 
+async def _with_index_children(
+    copier: Copier, client: RegistryClient, repositories: list[EcrRepository], options: MigrationOptions
+) -> list[EcrRepository]:
+    """Read the indexes of repositories with untagged images: what they list are index children,
+    not standalone images (DescribeImages does not tell them apart). Every shard reads the same."""
+    wanted = set(select_repositories([r.name for r in repositories], options))
+    jobs = []
+    found: dict[tuple[str, str], tuple[str, ...]] = {}
+
+    async def read(repo: str, digest: str) -> None:
+        try:
+            manifest = await client.get_manifest(repo, digest)
+            found[(repo, digest)] = tuple(d.digest for d in manifest.index.manifests) if manifest.is_index else ()
+        except EcrcopyError as exc:
+            if exc.fatal:
+                raise
+            log.warning("cannot read index %s@%s to tell its children from untagged images: %s", repo, digest, exc)
+
+    for repository in repositories:
+        if repository.name in wanted and repository.needs_index_children():
+            for image in repository.images:
+                if (image.media_type or "") in INDEX_TYPES and image.status == "ACTIVE":
+                    jobs.append(lambda r=repository.name, d=image.digest: read(r, d))
+    await run_all(jobs, copier.options.connections_per_host)
+    return [
+        dataclasses.replace(r, index_children={d: c for (name, d), c in found.items() if name == r.name})
+        if any(name == r.name for name, _ in found)
+        else r
+        for r in repositories
+    ]
+
+
 def _provider(destination: GitLabDestination) -> CredentialProvider:
     return as_provider(destination.credentials())
 
@@ -157,12 +207,13 @@ def _pairs(plan: Plan, src_host: str, prefix: Reference) -> tuple[list[tuple[Ref
     unusable = []
     for image in plan.images:
         try:
-            src = Reference(src_host, image.repository, image.tag, image.digest)
+            # an untagged image is pulled by digest; its destination tag is made from that digest
+            src = Reference(src_host, image.repository, None if image.untagged else image.tag, image.digest)
             dst = Reference(prefix.registry, f"{prefix.repository}/{image.destination}", image.tag)
         except InvalidReference as exc:
             unusable.append(
                 ImageResult(
-                    source=f"{src_host}/{image.repository}:{image.tag}",
+                    source=f"{src_host}/{image.repository}{'@' + image.digest if image.untagged else ':' + image.tag}",
                     destination=f"{prefix}/{image.destination}:{image.tag}",
                     status="failed",
                     reason="invalid_reference",

@@ -13,12 +13,14 @@ import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ._exceptions import ConfigurationError
+from ._mediatypes import INDEX_TYPES
 from ._reference import is_valid_repository, is_valid_tag
+from ._referrers import ReferrerHints, subject_of_tag, untagged_tag
 
 __all__ = [
     "EcrImage",
@@ -29,10 +31,15 @@ __all__ = [
     "PlannedImage",
     "Shard",
     "SkippedTag",
+    "UntaggedKinds",
+    "UntaggedPolicy",
     "build_plan",
+    "classify_untagged",
     "default_destination_name",
     "map_repository_name",
     "parse_shard",
+    "referrer_hints",
+    "select_repositories",
     "shard_repositories",
 ]
 
@@ -56,6 +63,58 @@ class EcrImage:
 class EcrRepository:
     name: str
     images: tuple[EcrImage, ...] = ()
+    #: index digest -> digests its manifest lists (read from the registry: DescribeImages does not say)
+    index_children: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def needs_index_children(self) -> bool:
+        """Whether telling index children from untagged standalone images needs the indexes read."""
+        return any(not i.tags and not i.subject_digest for i in self.images) and any(
+            (i.media_type or "") in INDEX_TYPES and i.status == "ACTIVE" for i in self.images
+        )
+
+
+@dataclass(frozen=True)
+class UntaggedKinds:
+    """The untagged images of a repository, by what they are (ECR lists all three as untagged)."""
+
+    standalone: tuple[EcrImage, ...] = ()
+    index_children: int = 0
+    referrers: int = 0
+
+
+def classify_untagged(repository: EcrRepository) -> UntaggedKinds:
+    """Untagged images: referrers (``subjectManifestDigest``, and what a referrer index lists), index
+    children (listed by an index of the repository, at any depth) and the rest, standalone images."""
+    referrers = {i.digest for i in repository.images if i.subject_digest}
+    listed: set[str] = set()
+    pending = [d for d in repository.index_children if d in referrers]
+    while pending:  # what a referrer index lists belongs to the referrer
+        for child in repository.index_children.get(pending.pop(), ()):
+            if child not in referrers:
+                referrers.add(child)
+                pending.append(child)
+    for parent, children in repository.index_children.items():
+        if parent not in referrers:
+            listed.update(children)
+    untagged = [i for i in repository.images if not i.tags]
+    return UntaggedKinds(
+        standalone=tuple(i for i in untagged if i.digest not in referrers and i.digest not in listed),
+        index_children=sum(1 for i in untagged if i.digest in listed and i.digest not in referrers),
+        referrers=sum(1 for i in untagged if i.digest in referrers),
+    )
+
+
+def referrer_hints(repository: EcrRepository) -> ReferrerHints:
+    """What ECR's listing already says of a repository's referrers, so none needs discovering."""
+    subjects: dict[str, list[str]] = {}
+    for image in sorted(repository.images, key=lambda i: i.digest):
+        if image.subject_digest:
+            subjects.setdefault(image.subject_digest, []).append(image.digest)
+    return ReferrerHints(
+        tags=frozenset(t for i in repository.images for t in i.tags),
+        subjects={subject: tuple(digests) for subject, digests in subjects.items()},
+        unavailable={i.digest: i.status.lower() for i in repository.images if i.status != "ACTIVE"},
+    )
 
 
 @dataclass(frozen=True)
@@ -80,6 +139,9 @@ def parse_shard(text: str) -> Shard:
     return Shard(int(match[1]), int(match[2]))
 
 
+#: Untagged standalone images: left out (counted in the plan), or copied under ``untagged-<hex>``.
+UntaggedPolicy = Literal["skip", "tag"]
+
 _TEMPLATE_FIELDS = ("repo", "repo_flat", "name", "namespace", "namespace_flat", "first")
 
 
@@ -99,6 +161,14 @@ class MigrationOptions(BaseModel):
     mapping: dict[str, str] = Field(default_factory=dict, description="explicit ECR repository -> destination path")
     max_depth: int = Field(2, ge=1, description="path levels allowed below the project (GitLab: 2)")
     shard: Shard = Field(default_factory=Shard)
+    untagged: UntaggedPolicy = Field(
+        "skip",
+        description="untagged standalone images (not index children, not referrers): skip (counted in the "
+        "plan) or tag (copied and tagged untagged-<hex of the digest> so GitLab keeps them)",
+    )
+    referrers: bool = Field(
+        True, description="cosign's sha256-<hex>.sig/.att/.sbom tags follow their subject, not the tag filter"
+    )
     dry_run: bool = False
 
     @classmethod
@@ -163,6 +233,8 @@ class PlannedImage:
     destination: str  # path below the destination prefix
     size: int | None = None
     pushed_at: datetime | None = None
+    #: an untagged standalone image, pulled by digest, tagged :func:`untagged_tag` at the destination
+    untagged: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,7 +254,19 @@ class PlanSummary(BaseModel):
     images: int = 0
     tags: int = 0
     untagged: int = Field(
-        0, description="untagged ECR images: index children, referrers and dangling images (not copied alone)"
+        0, description="untagged ECR images: index children, referrers and standalone images (not copied alone)"
+    )
+    untagged_standalone: int = Field(0, description="untagged images that are neither index children nor referrers")
+    untagged_index_children: int = Field(0, description="untagged images an index lists (copied with their index)")
+    untagged_referrers: int = Field(0, description="untagged referrers (signatures, SBOMs; copied with their subject)")
+    untagged_skipped: dict[str, int] = Field(
+        default_factory=dict,
+        description="per repository, untagged standalone images not copied (untagged='skip'; 'tag' copies them)",
+    )
+    untagged_tagged: int = Field(0, description="untagged standalone images to copy under untagged-<hex>")
+    referrers: int = Field(
+        0,
+        description="referrers in ECR's listing (subjectManifestDigest) and cosign tags, copied with their subject",
     )
     tags_filtered: int = 0
     tags_invalid: int = 0
@@ -256,6 +340,13 @@ def shard_repositories(weights: Mapping[str, int], total: int) -> list[list[str]
     return shards
 
 
+def select_repositories(names: Iterable[str], options: MigrationOptions) -> list[str]:
+    """The repository names ``options.include``/``exclude`` select."""
+    include = [_compile(p, "repository filter") for p in options.include]
+    exclude = [_compile(p, "repository filter") for p in options.exclude]
+    return [name for name in names if _repository_selected(name, include, exclude)]
+
+
 def build_plan(repositories: Iterable[EcrRepository], options: MigrationOptions) -> Plan:
     """Select, name and validate; raise :class:`ConfigurationError` for collisions or invalid names."""
     include = [_compile(p, "repository filter") for p in options.include]
@@ -292,10 +383,22 @@ def build_plan(repositories: Iterable[EcrRepository], options: MigrationOptions)
     per_repo: dict[str, list[PlannedImage]] = {}
     skipped: list[SkippedTag] = []
     untagged: dict[str, int] = {}
+    kinds: dict[str, UntaggedKinds] = {}
+    referrers: dict[str, int] = {}
     filtered: dict[str, int] = {}
     for repo in selected:
-        tagged = [i for i in repo.images if i.tags]
-        untagged[repo.name] = len(repo.images) - len(tagged)
+        present = {i.digest for i in repo.images}
+
+        def follows_subject(tag: str, present: set[str] = present) -> bool:
+            """cosign's tags and fallback indexes of an image of the repository go with that image."""
+            named = subject_of_tag(tag) if options.referrers else None
+            return named is not None and named[0] in present
+
+        schema_tags = sum(1 for i in repo.images for t in i.tags if follows_subject(t))
+        tagged = [i for i in repo.images if any(not follows_subject(t) for t in i.tags)]
+        kinds[repo.name] = classify_untagged(repo)
+        untagged[repo.name] = sum(1 for i in repo.images if not i.tags)
+        referrers[repo.name] = sum(1 for i in repo.images if i.subject_digest) + schema_tags
         dropped = 0
         if options.pushed_since is not None:
             since = options.pushed_since
@@ -313,6 +416,8 @@ def build_plan(repositories: Iterable[EcrRepository], options: MigrationOptions)
         planned: list[PlannedImage] = []
         for image in tagged:
             for tag in sorted(image.tags):
+                if follows_subject(tag):
+                    continue
                 if tag_re is not None and not tag_re.fullmatch(tag):
                     dropped += 1
                     continue
@@ -325,6 +430,27 @@ def build_plan(repositories: Iterable[EcrRepository], options: MigrationOptions)
                 planned.append(
                     PlannedImage(repo.name, tag, image.digest, destinations[repo.name], image.size, image.pushed_at)
                 )
+        if options.untagged == "tag":
+            for image in kinds[repo.name].standalone:
+                if options.pushed_since is not None and (
+                    image.pushed_at is None or image.pushed_at < options.pushed_since
+                ):
+                    continue
+                tag = untagged_tag(image.digest)
+                if image.status != "ACTIVE":
+                    skipped.append(SkippedTag(repo.name, tag, image.digest, image.status.lower()))
+                    continue
+                planned.append(
+                    PlannedImage(
+                        repo.name,
+                        tag,
+                        image.digest,
+                        destinations[repo.name],
+                        image.size,
+                        image.pushed_at,
+                        untagged=True,
+                    )
+                )
         per_repo[repo.name] = sorted(planned, key=lambda p: p.tag)
         filtered[repo.name] = dropped
 
@@ -336,6 +462,13 @@ def build_plan(repositories: Iterable[EcrRepository], options: MigrationOptions)
         plan.images.extend(per_repo[name])
     plan.skipped = [s for s in skipped if s.repository in mine]
     summary.untagged = sum(untagged[n] for n in mine)
+    summary.untagged_standalone = sum(len(kinds[n].standalone) for n in mine)
+    summary.untagged_index_children = sum(kinds[n].index_children for n in mine)
+    summary.untagged_referrers = sum(kinds[n].referrers for n in mine)
+    summary.untagged_tagged = sum(1 for p in plan.images if p.untagged)
+    if options.untagged == "skip":
+        summary.untagged_skipped = {n: len(kinds[n].standalone) for n in sorted(mine) if kinds[n].standalone}
+    summary.referrers = sum(referrers[n] for n in mine)
     summary.tags_filtered = sum(filtered[n] for n in mine)
     summary.repositories = len(mine)
     summary.images = len({(p.repository, p.digest) for p in plan.images})

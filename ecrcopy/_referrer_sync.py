@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -37,7 +37,7 @@ from ._exceptions import EcrcopyError, NotFound, RegistryError
 from ._models import Manifest
 from ._options import CopyOptions
 from ._protocol import clean_text
-from ._referrers import cosign_tags, fallback_tag, merge_referrers_index, referrer_descriptor, subject_of
+from ._referrers import ReferrerHints, cosign_tags, fallback_tag, merge_referrers_index, referrer_descriptor, subject_of
 from ._report import ImageResult, ReferrerResult
 
 __all__ = ["ReferrerHints", "ReferrerJob", "ReferrerSync", "manifest_tree"]
@@ -54,19 +54,6 @@ SETTLE_SECONDS = 0.2
 #: Pushes ``manifest`` (its blobs and children first) as ``reference`` at the destination and
 #: returns the destination's ``OCI-Subject`` answer.
 PushTree = Callable[[Manifest, str], Awaitable[str | None]]
-
-
-@dataclass(frozen=True)
-class ReferrerHints:
-    """What the caller already knows about a source repository, so that discovery asks less.
-
-    ``tags``: every tag of the repository (cosign's tags and fallback indexes are looked up in it
-    instead of with requests). ``subjects``: subject digest → digests of its referrers, complete
-    for the repository (from ECR's ``DescribeImages``): the referrers API is then not asked.
-    """
-
-    tags: frozenset[str] | None = None
-    subjects: Mapping[str, tuple[str, ...]] | None = None
 
 
 @dataclass
@@ -137,6 +124,11 @@ class ReferrerSync:
             entry = ReferrerResult(digest=digest, subject=subject, artifact_type=artifact_type, status="failed")
             job.result.referrers.append(entry)
             try:
+                unavailable = (job.hints.unavailable or {}).get(digest)
+                if unavailable is not None:
+                    entry.status = "skipped"
+                    entry.error = f"{unavailable} in the source registry: cannot be pulled until it is restored"
+                    continue
                 manifest = await job.source.get_manifest(job.source_repo, digest)
                 if subject_of(manifest) != subject:
                     entry.status = "skipped"

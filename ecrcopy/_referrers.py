@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,6 +27,7 @@ from ._models import Descriptor, ImageManifest, Manifest
 
 __all__ = [
     "COSIGN_SUFFIXES",
+    "ReferrerHints",
     "cosign_tags",
     "fallback_tag",
     "merge_referrers_index",
@@ -41,6 +43,21 @@ COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
 _SCHEMA_TAG = re.compile(r"(sha256|sha512)-([a-f0-9]{64}|[a-f0-9]{128})((?:\.sig|\.att|\.sbom)?)")
 _UNTAGGED_PREFIX = "untagged-"
 _MAX_TAG = 128
+
+
+@dataclass(frozen=True)
+class ReferrerHints:
+    """What the caller already knows about a source repository, so that discovery asks less.
+
+    ``tags``: every tag of the repository (cosign's tags and fallback indexes are looked up in it
+    instead of with requests). ``subjects``: subject digest → digests of its referrers, complete
+    for the repository (from ECR's ``DescribeImages``): the referrers API is then not asked.
+    """
+
+    tags: frozenset[str] | None = None
+    subjects: Mapping[str, tuple[str, ...]] | None = None
+    #: digest -> why it cannot be pulled (``archived``, ``activating``)
+    unavailable: Mapping[str, str] | None = None
 
 
 def fallback_tag(digest: str) -> str:
