@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 
 import anyio
 from pydantic import Field
 
-from ._client import RegistryClient, push_scope
+from ._client import RegistryClient, pull_scope, push_scope
 from ._concurrency import run_all
 from ._copier import Copier
 from ._credentials import CredentialProvider, as_provider
@@ -31,9 +32,10 @@ from ._plan import (
     select_repositories,
 )
 from ._reference import Reference, is_loopback_host
+from ._referrers import ReferrerHints
 from ._report import CopyReport, ImageResult, ProgressEvent
 
-__all__ = ["MigrationReport", "migrate_with", "run_migration"]
+__all__ = ["MigrationReport", "PreparedMigration", "migrate_with", "prepare_migration", "run_migration"]
 
 log = logging.getLogger("ecrcopy")
 
@@ -70,11 +72,26 @@ async def migrate_with(
     )
 
 
-async def run_migration(
-    copier: Copier, source: EcrSource, destination: GitLabDestination, options: MigrationOptions
-) -> MigrationReport:
-    report = MigrationReport()
-    before = copier.retry_stats.snapshot()
+@dataclass
+class PreparedMigration:
+    """A checked, enumerated and planned migration: what copying and verifying both start from."""
+
+    api: EcrApi
+    source_client: RegistryClient
+    destination_client: RegistryClient
+    source_host: str
+    prefix: Reference
+    plan: Plan
+    pairs: list[tuple[Reference, Reference]]
+    unusable: list[ImageResult]
+    hints: dict[str, ReferrerHints]
+
+
+async def prepare_migration(
+    copier: Copier, source: EcrSource, destination: GitLabDestination, options: MigrationOptions, *, write: bool
+) -> PreparedMigration:
+    """Prove both sets of credentials (``write``: the destination's push scope, else pull), list ECR,
+    read what the plan needs of its indexes, and plan. Raises before anything is written."""
     prefix = destination.prefix()
     api = await anyio.to_thread.run_sync(EcrApi, source)
     ecr_credentials = EcrCredentials(api)
@@ -85,7 +102,8 @@ async def run_migration(
     src_client = copier.client(src_host, role="source", credentials=ecr_credentials, scheme=scheme)
     dst_client = copier.client(prefix.api_host, role="destination", credentials=_provider(destination), scheme=None)
     # fail fast on rejected destination credentials, before any enumeration or write
-    await dst_client.auth.check(frozenset({push_scope(prefix.repository)}))
+    scope = push_scope(prefix.repository) if write else pull_scope(prefix.repository)
+    await dst_client.auth.check(frozenset({scope}))
     await src_client.auth.ping()
 
     try:
@@ -107,7 +125,6 @@ async def run_migration(
     plan = build_plan(repositories, options)
     hints = {r.name: referrer_hints(r) for r in repositories if r.name in plan.destinations}
     pairs, unusable = _pairs(plan, src_host, prefix)
-    report.plan = plan.summary
     log.info(
         "plan: %d repositories, %d tags, %d bytes estimated (shard %s)",
         plan.summary.repositories,
@@ -115,6 +132,24 @@ async def run_migration(
         plan.summary.estimated_bytes,
         plan.summary.shard,
     )
+    return PreparedMigration(api, src_client, dst_client, src_host, prefix, plan, pairs, unusable, hints)
+
+
+async def run_migration(
+    copier: Copier, source: EcrSource, destination: GitLabDestination, options: MigrationOptions
+) -> MigrationReport:
+    report = MigrationReport()
+    before = copier.retry_stats.snapshot()
+    prepared = await prepare_migration(copier, source, destination, options, write=True)
+    plan, pairs, unusable, api = prepared.plan, prepared.pairs, prepared.unusable, prepared.api
+    src_client, dst_client, src_host, prefix = (
+        prepared.source_client,
+        prepared.destination_client,
+        prepared.source_host,
+        prepared.prefix,
+    )
+    hints = prepared.hints
+    report.plan = plan.summary
     if options.dry_run:
         report.images.extend(await _dry_run(copier, dst_client, plan, pairs))
     else:

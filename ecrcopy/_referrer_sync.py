@@ -40,7 +40,14 @@ from ._protocol import clean_text
 from ._referrers import ReferrerHints, cosign_tags, fallback_tag, merge_referrers_index, referrer_descriptor, subject_of
 from ._report import ImageResult, ReferrerResult
 
-__all__ = ["ReferrerHints", "ReferrerJob", "ReferrerSync", "manifest_tree"]
+__all__ = [
+    "ReferrerHints",
+    "ReferrerJob",
+    "ReferrerSync",
+    "discover_referrers",
+    "manifest_tree",
+    "present_cosign_tags",
+]
 
 log = logging.getLogger("ecrcopy")
 
@@ -84,6 +91,45 @@ async def manifest_tree(client: RegistryClient, repo: str, manifest: Manifest, d
         else:
             digests.append(child.digest)
     return digests
+
+
+async def discover_referrers(
+    client: RegistryClient, repo: str, subject: str, hints: ReferrerHints
+) -> list[tuple[str, str | None]]:
+    """(digest, artifactType or None) of the referrers of ``subject`` in ``repo``.
+
+    From ``hints.subjects`` when the caller knows them; else the referrers API, and the fallback tag
+    ``sha256-<hex>`` where there is no API (or where ``hints.tags`` lists that tag).
+    """
+    if hints.subjects is not None:
+        return [(digest, None) for digest in hints.subjects.get(subject, ())]
+    found: dict[str, str | None] = {}
+    api = await client.get_referrers(repo, subject)
+    for descriptor in api or []:
+        found.setdefault(descriptor.digest, descriptor.artifact_type)
+    tag = fallback_tag(subject)
+    if api is None if hints.tags is None else tag in hints.tags:
+        try:
+            index = await client.get_manifest(repo, tag)
+        except NotFound:
+            index = None
+        if index is not None and index.is_index:
+            for descriptor in index.index.manifests:
+                if descriptor.media_type in mt.MANIFEST_TYPES:
+                    found.setdefault(descriptor.digest, descriptor.artifact_type)
+    return list(found.items())
+
+
+async def present_cosign_tags(client: RegistryClient, repo: str, subject: str, hints: ReferrerHints) -> list[str]:
+    """cosign's tags of ``subject`` that ``repo`` has (looked up in ``hints.tags``, else with HEADs)."""
+    present = []
+    for tag in cosign_tags(subject):
+        if hints.tags is not None:
+            if tag in hints.tags:
+                present.append(tag)
+        elif await client.head_manifest(repo, tag) is not None:
+            present.append(tag)
+    return present
 
 
 class ReferrerSync:
@@ -166,34 +212,11 @@ class ReferrerSync:
         return copied
 
     async def _discover(self, job: ReferrerJob, subject: str) -> list[tuple[str, str | None]]:
-        """(digest, artifactType) of the referrers of ``subject`` on the source."""
-        hints = job.hints
-        if hints.subjects is not None:
-            return [(digest, None) for digest in hints.subjects.get(subject, ())]
-        found: dict[str, str | None] = {}
-        api = await job.source.get_referrers(job.source_repo, subject)
-        for descriptor in api or []:
-            found.setdefault(descriptor.digest, descriptor.artifact_type)
-        tag = fallback_tag(subject)
-        if api is None if hints.tags is None else tag in hints.tags:
-            try:
-                index = await job.source.get_manifest(job.source_repo, tag)
-            except NotFound:
-                index = None
-            if index is not None and index.is_index:
-                for descriptor in index.index.manifests:
-                    if descriptor.media_type in mt.MANIFEST_TYPES:
-                        found.setdefault(descriptor.digest, descriptor.artifact_type)
-        return list(found.items())
+        return await discover_referrers(job.source, job.source_repo, subject, job.hints)
 
     async def _cosign_tags(self, job: ReferrerJob, subject: str) -> None:
         """cosign's ``sha256-<hex>.sig``/``.att``/``.sbom`` of ``subject``: copied as the tags they are."""
-        for tag in cosign_tags(subject):
-            if job.hints.tags is not None:
-                if tag not in job.hints.tags:
-                    continue
-            elif await job.source.head_manifest(job.source_repo, tag) is None:
-                continue
+        for tag in await present_cosign_tags(job.source, job.source_repo, subject, job.hints):
             entry = ReferrerResult(digest=subject, subject=subject, tag=tag, status="failed")
             job.result.referrers.append(entry)
             try:

@@ -1,0 +1,320 @@
+"""What the CLI commands share: options from flags, credentials, progress lines, summaries, files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from ._cache import default_cache_path
+from ._credentials import CredentialsLike, parse_user_pass
+from ._exceptions import ConfigurationError
+from ._migrate import MigrationReport
+from ._options import CopyOptions
+from ._plan import MigrationOptions, parse_shard
+from ._report import CopyReport, ImageResult, ProgressEvent
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def credentials_from(flag: str | None, env_prefix: str, what: str) -> CredentialsLike:
+    """From the flag, else ``<PREFIX>_CREDS`` or ``<PREFIX>_USERNAME``/``_PASSWORD``; else None."""
+    if flag:
+        return parse_user_pass(flag, what=what)
+    combined = os.environ.get(f"{env_prefix}_CREDS")
+    if combined:
+        return parse_user_pass(combined, what=f"{env_prefix}_CREDS")
+    user = os.environ.get(f"{env_prefix}_USERNAME")
+    if user:
+        return (user, os.environ.get(f"{env_prefix}_PASSWORD", ""))
+    return None
+
+
+def options_from(args: argparse.Namespace) -> CopyOptions:
+    values: dict[str, object] = {
+        "on_conflict": args.on_conflict,
+        "insecure_registries": tuple(args.insecure_registry),
+        "referrers": not args.no_referrers,
+        "blob_cache": None if args.no_blob_cache or args.dry_run else (args.blob_cache or default_cache_path()),
+    }
+    if args.concurrency is not None:
+        if args.concurrency < 1:
+            raise ConfigurationError("--concurrency must be at least 1")
+        values["image_concurrency"] = args.concurrency
+    if args.retries is not None:
+        if not 1 <= args.retries <= 50:
+            raise ConfigurationError("--retries must be between 1 and 50")
+        values["retries"] = args.retries
+    if args.read_timeout is not None:
+        if not args.read_timeout > 0:
+            raise ConfigurationError("--read-timeout must be a positive number of seconds")
+        values["read_timeout"] = args.read_timeout
+    values["max_connections"] = {h: int(n) for h, n in _host_values(args.max_connections, "--max-connections", int)}
+    values["max_requests_per_second"] = dict(
+        _host_values(args.max_requests_per_second, "--max-requests-per-second", float)
+    )
+    return CopyOptions.model_validate(values)
+
+
+def _host_values(items: list[str], flag: str, kind: Callable[[str], float]) -> list[tuple[str, float]]:
+    """``HOST=N`` flags as (host, N) pairs; N must be positive."""
+    pairs = []
+    for item in items:
+        host, sep, value = item.rpartition("=")
+        try:
+            number = kind(value)
+        except ValueError:
+            number = 0
+        if not sep or not host or not number > 0:
+            raise ConfigurationError(f"{flag} takes HOST=N with N > 0, got {item!r}")
+        pairs.append((host, number))
+    return pairs
+
+
+class Reporter:
+    """Progress on a TTY (images done/total, bytes uploaded, rate, ETA), else one plain line per image."""
+
+    def __init__(self, out: TextIO, *, quiet: bool) -> None:
+        self.out = out
+        self.quiet = quiet
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self.planned = 0
+        self.started = 0
+        self.finished = 0
+        self.uploaded = 0
+        self._t0 = time.monotonic()
+
+    def __enter__(self) -> Reporter:
+        if self.out.isatty() and not self.quiet:
+            progress = Progress(
+                TextColumn("[bold]images"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[transfer]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(file=self.out),
+                transient=True,
+            )
+            progress.start()
+            self._progress = progress
+            self._task = progress.add_task("images", total=None, transfer="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def on_event(self, event: ProgressEvent) -> None:
+        if event.kind == "images_planned":
+            self.planned += event.total
+        elif event.kind == "image_started":
+            self.started += 1
+        elif event.kind == "image_finished" and event.result is not None:
+            self.finished += 1
+            self.line(event.result)
+        elif event.kind == "bytes_uploaded":
+            self.uploaded += event.bytes
+        if self._progress is None or self._task is None:
+            return
+        rate = self.uploaded / max(time.monotonic() - self._t0, 1e-3)
+        self._progress.update(
+            self._task,
+            total=max(self.started, self.planned, self.finished),
+            completed=self.finished,
+            transfer=f"{_size(self.uploaded)} uploaded, {_size(rate)}/s",
+        )
+
+    def line(self, r: ImageResult) -> None:
+        if self.quiet:
+            return
+        digest = (r.digest or "")[:19]
+        detail = r.error if r.status == "failed" else (r.reason or "")
+        if r.status == "copied":
+            detail = (
+                f"{r.blobs_uploaded} uploaded, {r.blobs_mounted} mounted, {r.blobs_existing} existing, "
+                f"{_size(r.bytes_uploaded)}"
+            )
+        text = f"{r.status:<8} {r.source} -> {r.destination} {digest} {detail}".rstrip()
+        if self._progress is not None:
+            self._progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=self.out, flush=True)
+
+    def summary(self, report: CopyReport) -> None:
+        t = report.totals
+        print(
+            f"{t.images} images: {t.copied} copied, {t.skipped} skipped, {t.failed} failed"
+            + (f", {t.planned} planned" if t.planned else "")
+            + (
+                f"; referrers: {t.referrers_copied} copied, {t.referrers_existing} existing"
+                + (f", {t.referrers_failed} failed" if t.referrers_failed else "")
+                if t.referrers_copied or t.referrers_existing or t.referrers_failed
+                else ""
+            )
+            + f"; blobs: {t.blobs_uploaded} uploaded ({_size(t.bytes_uploaded)}), {t.blobs_mounted} mounted, "
+            f"{t.blobs_existing} existing"
+            + (
+                f"; {t.retries} retries ({t.rate_limited} after 429, {t.retry_wait_seconds:.1f}s waited)"
+                if t.retries
+                else ""
+            )
+            + f"; {report.duration_seconds:.1f}s",
+            file=self.out,
+            flush=True,
+        )
+        for r in report.failed():
+            print(f"FAILED {r.source} -> {r.destination}: {r.error}", file=self.out, flush=True)
+
+
+def write_report(path: Path, report: CopyReport) -> None:
+    write_text(path, report.model_dump_json(indent=2) + "\n")
+
+
+def read_mapping_file(path: Path) -> dict[str, str]:
+    """A JSON object ``{"ecr/name": "dest/path"}`` or lines ``ecr/name dest/path`` (``#`` comments)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read mapping file {path}: {exc.strerror or exc}") from None
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigurationError(f"mapping file {path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+            raise ConfigurationError(f"mapping file {path} must map repository names to paths")
+        return dict(data)
+    mapping: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise ConfigurationError(f"{path}:{number}: expected 'ecr-repository destination-path'")
+        mapping[parts[0]] = parts[1]
+    return mapping
+
+
+def _parse_date(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigurationError(f"--pushed-since {text!r}: use an ISO 8601 date such as 2026-01-31") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def migration_options_from(args: argparse.Namespace, env: Mapping[str, str]) -> MigrationOptions:
+    if args.newest is not None and args.newest < 1:
+        raise ConfigurationError("--newest must be at least 1")
+    return MigrationOptions.from_env(
+        env,
+        include=tuple(args.include),
+        exclude=tuple(args.exclude),
+        tag_pattern=args.tag_pattern,
+        newest=args.newest,
+        pushed_since=_parse_date(args.pushed_since) if args.pushed_since else None,
+        name_template=args.name_template,
+        mapping=read_mapping_file(args.mapping_file) if args.mapping_file else None,
+        shard=parse_shard(args.shard) if args.shard else None,
+        untagged=args.untagged,
+        dry_run=args.dry_run,
+    )
+
+
+def print_plan(out: TextIO, report: MigrationReport) -> None:
+    plan = report.plan
+    line = (
+        f"plan (shard {plan.shard}): {plan.repositories} of {plan.repositories_total} repositories, "
+        f"{plan.tags} tags, {plan.images} images, ~{_size(plan.estimated_bytes)} estimated"
+    )
+    if plan.already_present_bytes is not None:
+        line += f", ~{_size(plan.already_present_bytes)} already at the destination"
+    extras = []
+    if plan.referrers:
+        extras.append(f"{plan.referrers} referrers (signatures, SBOMs) go with their images")
+    if plan.untagged_tagged:
+        extras.append(f"{plan.untagged_tagged} untagged images copied as untagged-<digest>")
+    if plan.untagged_standalone and plan.untagged_skipped:
+        extras.append(f"{plan.untagged_standalone} untagged standalone images skipped (--untagged tag copies them)")
+    if plan.tags_invalid:
+        extras.append(f"{plan.tags_invalid} tags invalid for OCI skipped")
+    if plan.tags_archived:
+        extras.append(f"{plan.tags_archived} tags of archived images skipped (see below)")
+    if plan.tags_filtered:
+        extras.append(f"{plan.tags_filtered} tags filtered out")
+    if plan.repositories_excluded:
+        extras.append(f"{plan.repositories_excluded} repositories excluded")
+    print(line + (f" ({'; '.join(extras)})" if extras else ""), file=out)
+    for repository, count in plan.untagged_skipped.items():
+        print(f"  {repository}: {count} untagged standalone images not copied (untagged: skip)", file=out)
+
+
+def print_archived(out: TextIO, report: MigrationReport) -> None:
+    """Images ECR holds in its archive storage class: how to restore each, once (ecrcopy never calls it)."""
+    activating = {i.digest for i in report.images if i.reason == "activating"}
+    if not report.restore_commands and not activating:
+        return
+    print(
+        f"{len(report.restore_commands) + len(activating)} images are in ECR's archive storage class and were not "
+        "copied. Restoring needs ecr:UpdateImageStorageClass (outside ecrcopy's read-only policy); "
+        "run the migration again once they are ACTIVE:",
+        file=out,
+    )
+    for command in report.restore_commands:
+        print(f"  {command}", file=out)
+    if activating:
+        print(f"  ({len(activating)} already being restored: ACTIVATING)", file=out)
+
+
+def print_table(out: TextIO, report: CopyReport) -> None:
+    """Per destination repository: images by status and bytes uploaded."""
+    rows: dict[str, list[int]] = {}
+    for image in report.images:
+        name = image.destination.split("@")[0]
+        name = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+        row = rows.setdefault(name, [0, 0, 0, 0, 0])
+        index = {"copied": 0, "skipped": 1, "failed": 2, "planned": 3}[image.status]
+        row[index] += 1
+        row[4] += image.bytes_uploaded
+    if not rows:
+        return
+    width = max(len("repository"), *(len(n) for n in rows))
+    print(f"{'repository':<{width}}  copied  skipped  failed  planned  uploaded", file=out)
+    for name, (copied, skipped, failed, planned, uploaded) in sorted(rows.items()):
+        print(f"{name:<{width}}  {copied:>6}  {skipped:>7}  {failed:>6}  {planned:>7}  {_size(uploaded):>8}", file=out)
+
+
+def write_text(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write {path}: {exc.strerror or exc}") from None
