@@ -8,7 +8,7 @@ Blocking helpers for scripts::
 and :class:`Copier` for async code that copies many things with shared connections and caches.
 """
 
-from ._api import copy_image, copy_repository, migrate
+from ._api import copy_image, copy_repository, migrate, verify
 from ._copier import Copier
 from ._credentials import (
     CredentialProvider,
@@ -41,7 +41,10 @@ from ._models import Descriptor, ImageIndex, ImageManifest, Manifest, Platform
 from ._options import CopyOptions
 from ._plan import MigrationOptions, PlanSummary, Shard
 from ._reference import Reference, parse_reference
-from ._report import CopyReport, ImageResult, ProgressEvent, Totals
+from ._referrers import untagged_tag
+from ._report import CopyReport, ImageResult, ProgressEvent, ReferrerResult, Totals
+from ._verify import verify_migration, verify_repository
+from ._verify_report import VerifiedImage, VerifyReport, VerifyTotals
 
 __version__ = "0.1.0.dev0"
 
@@ -74,6 +77,7 @@ __all__ = [
     "ProgressEvent",
     "RateLimited",
     "Reference",
+    "ReferrerResult",
     "RegistryError",
     "RegistryServerError",
     "RegistryUnavailable",
@@ -84,6 +88,9 @@ __all__ = [
     "Totals",
     "TransferError",
     "UnsupportedManifest",
+    "VerifiedImage",
+    "VerifyReport",
+    "VerifyTotals",
     "WrongContextError",
     "__version__",
     "copy_image",
@@ -91,4 +98,8 @@ __all__ = [
     "migrate",
     "migrate_with",
     "parse_reference",
+    "untagged_tag",
+    "verify",
+    "verify_migration",
+    "verify_repository",
 ]

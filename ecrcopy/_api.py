@@ -12,14 +12,16 @@ import sniffio
 from ._copier import Copier
 from ._credentials import CredentialsLike
 from ._ecr import EcrSource
-from ._exceptions import WrongContextError
+from ._exceptions import ConfigurationError, WrongContextError
 from ._gitlab import GitLabDestination
 from ._migrate import MigrationReport, migrate_with
 from ._options import CopyOptions
 from ._plan import MigrationOptions
 from ._report import CopyReport, EventCallback
+from ._verify import verify_migration, verify_repository
+from ._verify_report import VerifyReport
 
-__all__ = ["copy_image", "copy_repository", "migrate", "run_blocking"]
+__all__ = ["copy_image", "copy_repository", "migrate", "run_blocking", "verify"]
 
 T = TypeVar("T")
 
@@ -119,5 +121,47 @@ def migrate(
         "migrate",
         lambda: _with_copier(
             lambda c: migrate_with(c, source, destination, options), copy_options, None, None, on_event
+        ),
+    )
+
+
+def verify(
+    source: str | EcrSource | None = None,
+    destination: str | GitLabDestination | None = None,
+    options: MigrationOptions | None = None,
+    *,
+    deep: bool = False,
+    tags: Sequence[str] | None = None,
+    tag_pattern: str | re.Pattern[str] | None = None,
+    copy_options: CopyOptions | None = None,
+    source_credentials: CredentialsLike = None,
+    destination_credentials: CredentialsLike = None,
+) -> VerifyReport:
+    """Prove the destination holds what the source holds; read-only. ``report.ok`` is the verdict.
+
+    Two strings (``host/repo`` or an image reference each) verify what ``copy_repository`` (or
+    ``copy_image``) copies, with ``tags``/``tag_pattern``; otherwise the migration form verifies the
+    plan ``migrate`` computes from ``source``/``destination``/``options`` (defaults from the
+    environment, shard included). ``deep`` also checks every child manifest, blob and referrer.
+    """
+    if isinstance(source, str) or isinstance(destination, str):
+        if not (isinstance(source, str) and isinstance(destination, str)):
+            raise ConfigurationError("verify: give two references (copy form) or neither (migration form)")
+        src, dst = source, destination
+        return run_blocking(
+            "verify",
+            lambda: _with_copier(
+                lambda c: verify_repository(c, src, dst, tags=tags, tag_pattern=tag_pattern, deep=deep),
+                copy_options,
+                source_credentials,
+                destination_credentials,
+                None,
+            ),
+        )
+    ecr, gitlab = source, destination
+    return run_blocking(
+        "verify",
+        lambda: _with_copier(
+            lambda c: verify_migration(c, ecr, gitlab, options, deep=deep), copy_options, None, None, None
         ),
     )

@@ -1,6 +1,7 @@
 """The ``ecrcopy`` command line. Only this module prints or exits.
 
-Exit codes: 0 every image ok, 1 some images failed, 2 usage, configuration or authentication
+Exit codes: 0 every image ok (``verify``: identical), 1 some images failed (``verify``: any
+difference), 2 usage, configuration or authentication
 error (one line on stderr; ``--debug`` adds the traceback), 130 interrupted.
 """
 
@@ -33,12 +34,14 @@ from ._cli_support import (
 from ._copier import Copier
 from ._credentials import Credentials
 from ._ecr import EcrSource
-from ._exceptions import EcrcopyError
+from ._exceptions import ConfigurationError, EcrcopyError
 from ._gitlab import GitLabDestination
 from ._junit import junit_xml
 from ._migrate import MigrationReport, migrate_with
 from ._protocol import clean_text
 from ._report import CopyReport
+from ._verify import verify_migration, verify_repository
+from ._verify_report import VerifyReport, render_verify_table, verify_junit_xml
 
 __all__ = ["main"]
 
@@ -102,6 +105,37 @@ def build_parser() -> argparse.ArgumentParser:
             "In GitLab CI it needs no flags: AWS_* and CI_REGISTRY* variables configure it."
         ),
     )
+    add_migration_arguments(migrate)
+    checks = migrate.add_argument_group("proof")
+    checks.add_argument(
+        "--verify", action="store_true", help="end with a verify pass: exit 1 unless the destination equals the plan"
+    )
+    checks.add_argument("--deep", action="store_true", help="with --verify: also every child, blob and referrer")
+    add_common_options(migrate)
+
+    verify = sub.add_parser(
+        "verify",
+        help="prove the destination holds every selected image (read-only)",
+        description=(
+            "Compare every image a migration selects (same flags, names and shard as 'migrate') with the "
+            "destination by digest, or, given SOURCE and DEST, what 'copy SOURCE DEST' copies. Writes nothing. "
+            "Exit 0 when everything is identical, 1 on any difference, 2 on usage or configuration errors."
+        ),
+    )
+    verify.add_argument("source", metavar="SOURCE", nargs="?", help="copy form: the source repository or image")
+    verify.add_argument("destination", metavar="DEST", nargs="?", help="copy form: the destination")
+    verify.add_argument("--tag", action="append", dest="tags", metavar="T", help="copy form: verify this tag")
+    verify.add_argument("--src-creds", metavar="USER:PASS", help="copy form: source credentials")
+    verify.add_argument(
+        "--deep", action="store_true", help="also HEAD every child manifest, blob and referrer at the destination"
+    )
+    add_migration_arguments(verify)
+    add_common_options(verify, writes=False)
+    return parser
+
+
+def add_migration_arguments(migrate: argparse.ArgumentParser) -> None:
+    """Where from, where to and what: the flags ``migrate`` and ``verify`` share."""
     src = migrate.add_argument_group("source (Amazon ECR)")
     src.add_argument("--region", help="AWS region (default: AWS_DEFAULT_REGION / AWS_REGION)")
     src.add_argument("--registry-id", metavar="ACCOUNT", help="registry account id (default: AWS_ACCOUNT_ID)")
@@ -134,21 +168,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="untagged standalone images (not index children, not signatures): skip them (counted), or copy "
         "them tagged untagged-<hex of the digest> so GitLab's garbage collection keeps them (default skip)",
     )
-    add_common_options(migrate)
-    return parser
 
 
-def add_common_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--on-conflict", choices=("fail", "skip", "overwrite"), default="fail")
+def add_common_options(p: argparse.ArgumentParser, *, writes: bool = True) -> None:
     p.add_argument("--report", type=Path, metavar="PATH", help="write the JSON report here")
-    p.add_argument("--concurrency", type=int, metavar="N", help="images copied at the same time (default 4)")
+    p.add_argument("--concurrency", type=int, metavar="N", help="images handled at the same time (default 4)")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST", help="speak plain http to HOST")
-    p.add_argument("--dry-run", action="store_true", help="show what would be copied; write nothing")
     p.add_argument(
         "--no-referrers",
         action="store_true",
-        help="leave signatures, attestations and SBOMs (OCI referrers, cosign tags) behind",
+        help="leave signatures, attestations and SBOMs (OCI referrers, cosign tags) out",
     )
+    p.add_argument("--junit", type=Path, metavar="PATH", help="write a JUnit XML report here (one test case per image)")
+    if writes:
+        add_write_options(p)
+    add_limit_options(p)
+    p.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    p.add_argument("--quiet", "-q", action="store_true", help="only the summary")
+
+
+def add_write_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--on-conflict", choices=("fail", "skip", "overwrite"), default="fail")
+    p.add_argument("--dry-run", action="store_true", help="show what would be copied; write nothing")
     p.add_argument(
         "--blob-cache",
         type=Path,
@@ -157,7 +198,9 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
         "(default: $XDG_CACHE_HOME/ecrcopy/blob-locations-v1.json)",
     )
     p.add_argument("--no-blob-cache", action="store_true", help="do not read or write the blob location cache")
-    p.add_argument("--junit", type=Path, metavar="PATH", help="write a JUnit XML report here (one test case per image)")
+
+
+def add_limit_options(p: argparse.ArgumentParser) -> None:
     limits = p.add_argument_group("retries and rate limits")
     limits.add_argument(
         "--max-connections",
@@ -177,8 +220,6 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     limits.add_argument(
         "--read-timeout", type=float, metavar="SECONDS", help="a connection silent this long is retried (default 300)"
     )
-    p.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
-    p.add_argument("--quiet", "-q", action="store_true", help="only the summary")
 
 
 def _cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
@@ -204,10 +245,8 @@ def _cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def _cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
+def _ecr_and_gitlab(args: argparse.Namespace) -> tuple[EcrSource, GitLabDestination]:
     env = os.environ
-    options = options_from(args)
-    migration = migration_options_from(args, env)
     source = EcrSource.from_env(
         env,
         region=args.region,
@@ -221,12 +260,25 @@ def _cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
         overrides["username"], overrides["password"] = explicit
     elif isinstance(explicit, Credentials):
         overrides["username"], overrides["password"] = explicit.username, explicit.password
-    destination = GitLabDestination.from_env(env, **overrides)
+    return source, GitLabDestination.from_env(env, **overrides)
+
+
+def _cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
+    options = options_from(args)
+    migration = migration_options_from(args, os.environ)
+    source, destination = _ecr_and_gitlab(args)
+    if args.deep and not args.verify:
+        raise ConfigurationError("--deep goes with --verify (or use 'ecrcopy verify --deep')")
+    if args.verify and args.dry_run:
+        raise ConfigurationError("--verify checks what a migration wrote: it cannot follow --dry-run")
     with Reporter(out, quiet=args.quiet) as reporter:
 
         async def run() -> MigrationReport:
             async with Copier(options, on_event=reporter.on_event) as copier:
-                return await migrate_with(copier, source, destination, migration)
+                report = await migrate_with(copier, source, destination, migration)
+                if args.verify:
+                    report.verification = await verify_migration(copier, source, destination, migration, deep=args.deep)
+                return report
 
         report = run_blocking("migrate", run)
     if args.report:
@@ -237,10 +289,56 @@ def _cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
     print_table(out, report)
     print_archived(out, report)
     reporter.summary(report)
+    if report.verification is not None:
+        print(render_verify_table(report.verification), file=out)
+        if not report.verification.ok:
+            return EXIT_FAILED
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {"copy": _cmd_copy, "migrate": _cmd_migrate}
+def _cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
+    options = options_from(args)
+    if (args.source is None) != (args.destination is None):
+        raise ConfigurationError("verify takes both SOURCE and DEST (copy form) or neither (migration form)")
+    copy_form = args.source is not None
+    if copy_form:
+        src_creds = credentials_from(args.src_creds, "ECRCOPY_SRC", "--src-creds")
+        dst_creds = credentials_from(args.dest_creds, "ECRCOPY_DEST", "--dest-creds")
+    else:
+        if args.tags or args.src_creds:
+            raise ConfigurationError("--tag and --src-creds belong to the copy form: verify SOURCE DEST")
+        migration = migration_options_from(args, os.environ)
+        source, destination = _ecr_and_gitlab(args)
+        src_creds = dst_creds = None
+
+    async def run() -> VerifyReport:
+        async with Copier(options, source_credentials=src_creds, destination_credentials=dst_creds) as copier:
+            if copy_form:
+                return await verify_repository(
+                    copier, args.source, args.destination, tags=args.tags, tag_pattern=args.tag_pattern, deep=args.deep
+                )
+            return await verify_migration(copier, source, destination, migration, deep=args.deep)
+
+    report = run_blocking("verify", run)
+    if args.report:
+        write_text(args.report, report.model_dump_json(indent=2) + "\n")
+    if args.junit:
+        write_text(args.junit, verify_junit_xml(report))
+    if not args.quiet:
+        for image in report.images:
+            print(f"{image.status:<10} {image.source} -> {image.destination} {(image.digest or '')[:19]}", file=out)
+    if report.plan is not None:
+        stub = MigrationReport(plan=report.plan)
+        print_plan(out, stub)
+    print(render_verify_table(report), file=out)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
+    "copy": _cmd_copy,
+    "migrate": _cmd_migrate,
+    "verify": _cmd_verify,
+}
 
 
 def _configure_logging(debug: bool) -> None:

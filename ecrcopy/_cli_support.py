@@ -53,11 +53,14 @@ def credentials_from(flag: str | None, env_prefix: str, what: str) -> Credential
 
 
 def options_from(args: argparse.Namespace) -> CopyOptions:
+    dry_run = getattr(args, "dry_run", False)
     values: dict[str, object] = {
-        "on_conflict": args.on_conflict,
+        "on_conflict": getattr(args, "on_conflict", "fail"),
         "insecure_registries": tuple(args.insecure_registry),
         "referrers": not args.no_referrers,
-        "blob_cache": None if args.no_blob_cache or args.dry_run else (args.blob_cache or default_cache_path()),
+        "blob_cache": None
+        if getattr(args, "no_blob_cache", True) or dry_run
+        else (args.blob_cache or default_cache_path()),
     }
     if args.concurrency is not None:
         if args.concurrency < 1:
@@ -243,7 +246,7 @@ def migration_options_from(args: argparse.Namespace, env: Mapping[str, str]) -> 
         mapping=read_mapping_file(args.mapping_file) if args.mapping_file else None,
         shard=parse_shard(args.shard) if args.shard else None,
         untagged=args.untagged,
-        dry_run=args.dry_run,
+        dry_run=getattr(args, "dry_run", False),
     )
 
 

@@ -34,6 +34,7 @@ from ._plan import (
 from ._reference import Reference, is_loopback_host
 from ._referrers import ReferrerHints
 from ._report import CopyReport, ImageResult, ProgressEvent
+from ._verify_report import VerifyReport
 
 __all__ = ["MigrationReport", "PreparedMigration", "migrate_with", "prepare_migration", "run_migration"]
 
@@ -46,6 +47,8 @@ class MigrationReport(CopyReport):
     plan: PlanSummary = Field(default_factory=PlanSummary)
     #: one ``aws ecr update-image-storage-class`` command per archived image the plan had to skip
     restore_commands: list[str] = Field(default_factory=list)
+    #: the verify pass that ended the run (``migrate --verify``)
+    verification: VerifyReport | None = None
 
 
 async def migrate_with(
