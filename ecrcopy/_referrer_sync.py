@@ -94,17 +94,26 @@ async def manifest_tree(client: RegistryClient, repo: str, manifest: Manifest, d
 
 
 async def discover_referrers(
-    client: RegistryClient, repo: str, subject: str, hints: ReferrerHints
+    client: RegistryClient,
+    repo: str,
+    subject: str,
+    hints: ReferrerHints,
+    without_api: set[str] | None = None,
 ) -> list[tuple[str, str | None]]:
     """(digest, artifactType or None) of the referrers of ``subject`` in ``repo``.
 
     From ``hints.subjects`` when the caller knows them; else the referrers API, and the fallback tag
-    ``sha256-<hex>`` where there is no API (or where ``hints.tags`` lists that tag).
+    ``sha256-<hex>`` where there is no API (or where ``hints.tags`` lists that tag). ``without_api``
+    collects the hosts found to have no referrers API, which are then not asked again.
     """
     if hints.subjects is not None:
         return [(digest, None) for digest in hints.subjects.get(subject, ())]
     found: dict[str, str | None] = {}
-    api = await client.get_referrers(repo, subject)
+    api = None
+    if without_api is None or client.host not in without_api:
+        api = await client.get_referrers(repo, subject)
+        if api is None and without_api is not None:
+            without_api.add(client.host)
     for descriptor in api or []:
         found.setdefault(descriptor.digest, descriptor.artifact_type)
     tag = fallback_tag(subject)
@@ -141,6 +150,8 @@ class ReferrerSync:
         self._serves_api: dict[str, bool] = {}
         self._tag_locks = KeyedLock()
         self._api_lock = anyio.Lock()
+        #: source hosts that answered that they have no referrers API
+        self._without_api: set[str] = set()
 
     async def sync(self, job: ReferrerJob, manifest: Manifest) -> None:
         """Copy the referrers of ``manifest`` (and of its index children), recursively."""
@@ -212,7 +223,7 @@ class ReferrerSync:
         return copied
 
     async def _discover(self, job: ReferrerJob, subject: str) -> list[tuple[str, str | None]]:
-        return await discover_referrers(job.source, job.source_repo, subject, job.hints)
+        return await discover_referrers(job.source, job.source_repo, subject, job.hints, self._without_api)
 
     async def _cosign_tags(self, job: ReferrerJob, subject: str) -> None:
         """cosign's ``sha256-<hex>.sig``/``.att``/``.sbom`` of ``subject``: copied as the tags they are."""

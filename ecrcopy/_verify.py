@@ -58,6 +58,7 @@ class _Checker:
         self.referrers = copier.options.referrers
         self._present: dict[tuple[str, str], bool] = {}
         self._serves_api: bool | None = None
+        self._without_api: set[str] = set()
 
     async def run(self, pairs: Sequence[_Pair]) -> list[VerifiedImage]:
         results: list[VerifiedImage | None] = [None] * len(pairs)
@@ -144,7 +145,7 @@ class _Checker:
         deeper: list[str] = []
         for subject in subjects:
             present: list[str] = []
-            for digest, _ in await discover_referrers(self.src, src_repo, subject, pair.hints):
+            for digest, _ in await discover_referrers(self.src, src_repo, subject, pair.hints, self._without_api):
                 if digest in seen or digest in (pair.hints.unavailable or {}):
                     continue
                 seen.add(digest)
