@@ -260,11 +260,13 @@ def print_plan(out: TextIO, report: MigrationReport) -> None:
         line += f", ~{_size(plan.already_present_bytes)} already at the destination"
     extras = []
     if plan.referrers:
-        extras.append(f"{plan.referrers} referrers (signatures, SBOMs) go with their images")
+        extras.append(f"{_count(plan.referrers, 'signature or SBOM', 'signatures and SBOMs')} go with their images")
     if plan.untagged_tagged:
         extras.append(f"{plan.untagged_tagged} untagged images copied as untagged-<digest>")
     if plan.untagged_standalone and plan.untagged_skipped:
-        extras.append(f"{plan.untagged_standalone} untagged standalone images skipped (--untagged tag copies them)")
+        extras.append(
+            f"{_count(plan.untagged_standalone, 'untagged standalone image')} not copied (--untagged tag copies them)"
+        )
     if plan.tags_invalid:
         extras.append(f"{plan.tags_invalid} tags invalid for OCI skipped")
     if plan.tags_archived:
@@ -275,7 +277,7 @@ def print_plan(out: TextIO, report: MigrationReport) -> None:
         extras.append(f"{plan.repositories_excluded} repositories excluded")
     print(line + (f" ({'; '.join(extras)})" if extras else ""), file=out)
     for repository, count in plan.untagged_skipped.items():
-        print(f"  {repository}: {count} untagged standalone images not copied (untagged: skip)", file=out)
+        print(f"  {repository}: {_count(count, 'untagged standalone image')} not copied (untagged: skip)", file=out)
 
 
 def print_archived(out: TextIO, report: MigrationReport) -> None:
@@ -321,3 +323,7 @@ def write_text(path: Path, text: str) -> None:
         tmp.replace(path)
     except OSError as exc:
         raise ConfigurationError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"

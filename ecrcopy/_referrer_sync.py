@@ -149,6 +149,9 @@ class ReferrerSync:
         #: destination host -> whether it serves the referrers API (learned once)
         self._serves_api: dict[str, bool] = {}
         self._tag_locks = KeyedLock()
+        self._flights = KeyedLock()
+        #: (destination host, repository, digest) of referrers this run pushed or found there
+        self._pushed: set[tuple[str, str, str]] = set()
         self._api_lock = anyio.Lock()
         #: source hosts that answered that they have no referrers API
         self._without_api: set[str] = set()
@@ -193,12 +196,16 @@ class ReferrerSync:
                     continue
                 descriptor = referrer_descriptor(manifest)
                 entry.artifact_type = descriptor.get("artifactType")
-                if await job.destination.head_manifest(job.destination_repo, digest) is not None:
-                    entry.status = "existing"
-                else:
-                    if await job.push(manifest, digest) is not None:
-                        self._serves_api[job.destination.host] = True
-                    entry.status = "copied"
+                # two tags of one image (or two images sharing a platform image) push each referrer once
+                key = (job.destination.host, job.destination_repo, digest)
+                async with self._flights.hold(key):
+                    if key in self._pushed or await job.destination.head_manifest(job.destination_repo, digest):
+                        entry.status = "existing"
+                    else:
+                        if await job.push(manifest, digest) is not None:
+                            self._serves_api[job.destination.host] = True
+                        entry.status = "copied"
+                    self._pushed.add(key)
             except EcrcopyError as exc:
                 if exc.fatal:
                     raise
@@ -234,16 +241,18 @@ class ReferrerSync:
                 manifest = await job.source.get_manifest(job.source_repo, tag)
                 entry.digest = manifest.digest
                 entry.artifact_type = referrer_descriptor(manifest).get("artifactType")
-                existing = await job.destination.head_manifest(job.destination_repo, tag)
-                if existing is not None and existing.digest == manifest.digest:
-                    entry.status = "existing"
-                    continue
-                if existing is not None and job.on_conflict != "overwrite":
-                    entry.status = "skipped" if job.on_conflict == "skip" else "failed"
-                    entry.error = f"{tag} at the destination holds {existing.digest}, the source {manifest.digest}"
-                    continue
-                await job.push(manifest, tag)
-                entry.status = "copied"
+                key = (job.destination.host, job.destination_repo, f"{tag}@{manifest.digest}")
+                async with self._flights.hold(key):
+                    existing = await job.destination.head_manifest(job.destination_repo, tag)
+                    if key in self._pushed or (existing is not None and existing.digest == manifest.digest):
+                        entry.status = "existing"
+                    elif existing is not None and job.on_conflict != "overwrite":
+                        entry.status = "skipped" if job.on_conflict == "skip" else "failed"
+                        entry.error = f"{tag} at the destination holds {existing.digest}, the source {manifest.digest}"
+                    else:
+                        await job.push(manifest, tag)
+                        entry.status = "copied"
+                        self._pushed.add(key)
             except EcrcopyError as exc:
                 if exc.fatal:
                     raise

@@ -191,3 +191,23 @@ async def test_two_writers_of_one_fallback_tag_both_survive(source: Registry, gi
     assert all(r.ok for r in reports)
     entries = listed(gitlab, "group/project/app", image.digest, DST_CREDS)
     assert set(entries) == {first.digest, second.digest, third.digest}
+
+
+def test_two_tags_of_one_signed_image_push_each_referrer_once(source: Registry, gitlab: Registry) -> None:
+    objs = signed_corpus()
+    seed_without_api(source, "team/app", objs)
+    push(source.url, "team/app", objs["multi"], "latest", auth=SRC_CREDS)  # v1 and latest: one index
+
+    report = copy(source, gitlab)
+
+    assert report.ok
+    puts = [r.path.rsplit("/", 1)[1] for r in gitlab.manifest_puts()]
+    for name in ("multi_sig", "amd_sig"):
+        assert puts.count(objs[name].digest) == 1
+    assert report.totals.referrers_copied == 6
+    by_tag = {i.source.rsplit(":", 1)[1]: i for i in report.images}
+    assert {r.status for r in by_tag["v1"].referrers} | {r.status for r in by_tag["latest"].referrers} == {
+        "copied",
+        "existing",
+    }
+    assert fallback(objs["multi"].digest) in puts and puts.count(fallback(objs["multi"].digest)) == 1

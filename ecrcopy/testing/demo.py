@@ -7,14 +7,17 @@ Everything runs on 127.0.0.1, in a temporary directory that is removed at the en
    emulated GitLab container registry (:class:`~ecrcopy.testing.GitLabEmulator`: JWT token service,
    real registry, GitLab's naming rule and hard token expiry);
 2. fills ECR with ten repositories: OCI and Docker multi-arch images, Docker schema 2 and OCI images
-   sharing base layers, a repository three levels deep, an untagged image and an ECR tag that is not
-   a valid OCI tag;
+   sharing base layers, a repository three levels deep, an untagged image, an ECR tag that is not
+   a valid OCI tag, and signatures: a notation-style signature and an SBOM of a multi-arch image, a
+   signature of that SBOM (all untagged, with ``subject``, as ECR stores them) and a cosign ``.sig`` tag;
 3. runs the real CLI, ``ecrcopy migrate --dry-run``: the plan and its size, nothing written;
 4. runs ``ecrcopy migrate --report report.json --junit junit.xml`` with only the variables a GitLab CI
    job has (the emulators' ``env()``) and an empty ``DOCKER_CONFIG``;
-5. checks every tag byte for byte on both sides, the report against the GitLab registry's own access
+5. checks every tag byte for byte on both sides, every signature and SBOM by digest and in the
+   fallback tag ``sha256-<hex>`` GitLab needs, the report against the GitLab registry's own access
    log, the JUnit file, and that every ECR API call is one of ``ecrcopy.ALLOWED_ACTIONS``;
-6. runs the migration again: every image ``skipped``, nothing written.
+6. runs the migration again: every image ``skipped``, nothing written;
+7. runs ``ecrcopy verify --deep``: every tag, platform image, blob and referrer is at the destination.
 
 Exits 0 when everything matched, 1 otherwise, 130 on Ctrl-C. Needs ``docker-registry`` on PATH and
 the ``test`` extras (moto, pyjwt, cryptography): ``make demo`` sets all of that up.
@@ -55,6 +58,7 @@ from . import (
     docker_manifest_list,
     fetch_manifest,
     list_tags,
+    oci_artifact,
     oci_image,
     oci_index,
 )
@@ -212,6 +216,59 @@ def catalogue() -> list[Seeded]:
     ]
 
 
+NOTATION = "application/vnd.cncf.notary.signature"
+
+
+def fallback_tag(digest: str) -> str:
+    """The referrers tag schema: the index of a subject's referrers is tagged ``sha256-<hex>``."""
+    return digest.replace(":", "-")
+
+
+def signatures(images: Sequence[Seeded]) -> list[Seeded]:
+    """shop/web:v2 signed, with an SBOM and a signature of the SBOM (untagged, with ``subject``, as
+    notation and ECR managed signing leave them); platform/base signed the older cosign way (a tag)."""
+    web = next(i.obj for i in images if i.repository == "shop/web" and "v2" in i.tags)
+    base = next(i.obj for i in images if i.repository == "platform/base")
+    signature = oci_artifact(
+        web, artifact_type=NOTATION, payload=b"notation signature of shop/web:v2", annotations={"signer": "release"}
+    )
+    sbom = oci_artifact(web, artifact_type="application/spdx+json", payload=b'{"spdxVersion": "SPDX-2.3"}')
+    sbom_signature = oci_artifact(sbom, artifact_type=NOTATION, payload=b"notation signature of the SBOM")
+    cosign = oci_image(
+        [Blob.from_bytes(b'{"critical": {}}', "application/vnd.dev.cosign.simplesigning.v1+json")],
+        seed=95,
+        platform="unknown/unknown",
+    )
+    return [
+        Seeded("shop/web", signature, ()),
+        Seeded("shop/web", sbom, ()),
+        Seeded("shop/web", sbom_signature, ()),
+        Seeded("platform/base", cosign, (fallback_tag(base.digest) + ".sig",)),
+    ]
+
+
+def check_referrers(gl: GitLabEmulator, refs: Sequence[Seeded], checks: Checks) -> None:
+    """Every referrer at GitLab by digest, byte-identical, and listed in its subject's fallback tag."""
+    with httpx.Client(timeout=30.0) as http:
+        for ref in refs:
+            destination = f"{PROJECT}/{destination_of(ref.repository)}"
+            raw = fetch_manifest(gl.registry.url, destination, ref.obj.digest, auth=gl.credentials, client=http)[0]
+            subject = ref.obj.subject
+            what = ref.obj.manifest.get("artifactType") or f"cosign tag {ref.tags[0][:19]}….sig"
+            listed = "by tag"
+            if subject is not None:
+                index = fetch_manifest(
+                    gl.registry.url, destination, fallback_tag(subject.digest), auth=gl.credentials, client=http
+                )[0]
+                found = {entry["digest"] for entry in json.loads(index)["manifests"]}
+                listed = f"listed in {fallback_tag(subject.digest)[:19]}…" if ref.obj.digest in found else "NOT LISTED"
+                checks.check(ref.obj.digest in found, f"{ref.obj.digest} missing from its subject's fallback tag")
+            same = raw == ref.obj.raw
+            verdict = "identical" if same else "DIFFERENT"
+            say(f"  {ref.repository:<14} {what:<40} {short(ref.obj.digest)}  {verdict}, {listed}")
+            checks.check(same, f"{destination}@{ref.obj.digest} differs from ECR")
+
+
 def seed(ecr: EcrEmulator, images: Sequence[Seeded]) -> None:
     for image in images:
         ecr.add_image(image.repository, image.obj, list(image.tags))
@@ -277,7 +334,9 @@ def run_cli(
 # -- checks ------------------------------------------------------------------------------------------
 
 
-def verify_images(ecr: EcrEmulator, gl: GitLabEmulator, images: Sequence[Seeded], checks: Checks) -> int:
+def verify_images(
+    ecr: EcrEmulator, gl: GitLabEmulator, images: Sequence[Seeded], checks: Checks, extra_tags: dict[str, list[str]]
+) -> int:
     """Fetch every copied tag (and index child) from both sides and compare bytes; the number identical."""
     identical = 0
     with httpx.Client(timeout=30.0) as http:
@@ -304,10 +363,13 @@ def verify_images(ecr: EcrEmulator, gl: GitLabEmulator, images: Sequence[Seeded]
                 )
                 if checks.check(same, f"{destination}:{tag} differs from ECR {image.repository}:{tag}"):
                     identical += 1
-        # nothing else arrived: no invalid tag, no untagged image as a tag
+        # nothing else arrived: no invalid tag, no untagged image as a tag (signature tags are expected)
         for repository in sorted({i.repository for i in images}):
             destination = f"{PROJECT}/{destination_of(repository)}"
-            expected = sorted(t for i in images if i.repository == repository for t in i.copied_tags)
+            expected = sorted(
+                [t for i in images if i.repository == repository for t in i.copied_tags]
+                + extra_tags.get(repository, [])
+            )
             found = sorted(list_tags(gl.registry.url, destination, auth=gl.credentials, client=http))
             checks.check(found == expected, f"{destination} has tags {found}, expected {expected}")
     return identical
@@ -317,7 +379,7 @@ def distinct_blobs(images: Sequence[Seeded]) -> tuple[int, int]:
     """(distinct blobs of the copied images, blobs that also belong in another repository)."""
     per_repository: dict[str, set[str]] = {}
     for image in images:
-        if image.copied_tags:
+        if image.copied_tags or image.obj.subject is not None:
             per_repository.setdefault(image.repository, set()).update(b.digest for b in image.obj.blobs)
     everything = set().union(*per_repository.values())
     return len(everything), sum(len(s) for s in per_repository.values()) - len(everything)
@@ -359,6 +421,7 @@ def run() -> int:
     preflight()
     checks = Checks()
     images = catalogue()
+    refs = signatures(images)
     repositories = sorted({i.repository for i in images})
     copied_tags = sum(len(i.copied_tags) for i in images)
     with contextlib.ExitStack() as stack:
@@ -371,9 +434,10 @@ def run() -> int:
         say(f"  GitLab registry {gl.registry_url}   JWTs from {gl.tokens.realm}, project {PROJECT}")
         say(f"  work dir        {work} (removed at the end)")
 
-        step(f"2. Fill ECR: {len(images)} images in {len(repositories)} repositories")
+        step(f"2. Fill ECR: {len(images)} images in {len(repositories)} repositories, {len(refs)} signatures and SBOMs")
         seed(ecr, images)
-        n_blobs, n_shared = distinct_blobs(images)
+        seed(ecr, refs)
+        n_blobs, n_shared = distinct_blobs([*images, *refs])
         say(f"  {copied_tags} valid OCI tags to copy; {n_blobs} distinct blobs, {n_shared} of them needed again")
         say("  in other repositories. 'data/etl/nightly' is three levels deep: GitLab allows two below the")
         say("  project, so it becomes 'data/etl-nightly'.")
@@ -441,7 +505,18 @@ def run() -> int:
 
         step("5. Check the result")
         say("  a) every tag, fetched from both registries (manifest bytes, media type, digest, index children):")
-        identical = verify_images(ecr, gl, images, checks)
+        extra: dict[str, list[str]] = {}
+        for ref in refs:
+            if ref.tags:  # a cosign tag
+                extra.setdefault(ref.repository, []).extend(ref.tags)
+            elif ref.obj.subject is not None:
+                extra.setdefault(ref.repository, []).append(fallback_tag(ref.obj.subject.digest))
+        extra = {repo: sorted(set(tags)) for repo, tags in extra.items()}
+        identical = verify_images(ecr, gl, images, checks, extra)
+        say()
+        say("  signatures and SBOMs, fetched from GitLab by digest, and the fallback tags that list them there:")
+        check_referrers(gl, refs, checks)
+        checks.check(totals["referrers_copied"] == len(refs), f"{totals['referrers_copied']} referrers copied")
         statuses = Counter((i["status"], i["reason"]) for i in report["images"])
         checks.check(report["ok"] is True, "the report says ok: false")
         checks.check(
@@ -458,7 +533,7 @@ def run() -> int:
         for label, mine, theirs in (
             ("blobs uploaded", totals["blobs_uploaded"], uploads),
             ("blobs mounted (not re-sent)", totals["blobs_mounted"], mounts),
-            ("manifests pushed", totals["manifests_pushed"], len(manifest_puts)),
+            ("manifests pushed", totals["manifests_pushed"] + totals["referrer_tags_written"], len(manifest_puts)),
         ):
             say(f"     {label:<28} {mine:>7} {theirs:>13}")
             checks.check(mine == theirs, f"{label}: the report says {mine}, the registry log {theirs}")
@@ -480,14 +555,22 @@ def run() -> int:
         )
         children = sum(len(i.obj.children) for i in images if isinstance(i.obj, Index))
         say(
-            f"     ({plan['untagged']} untagged: ECR lists the {children} platform images of the multi-arch indexes"
-            " as untagged;\n      they are copied with their index. The other one is the untagged shop/api build,"
-            " not copied.)"
+            f"     ({plan['untagged']} untagged: the {children} platform images of the multi-arch indexes, copied with"
+            f" their index;\n      {plan['untagged_referrers']} signatures and SBOMs, copied with their image; and"
+            " the untagged shop/api build,\n      not copied: 'migrate --untagged tag' would copy it as"
+            " untagged-<digest>.)"
         )
         untagged = sum(1 for i in images if not i.tags)
+        untagged_refs = sum(1 for r in refs if not r.tags)
         checks.check(
-            plan["untagged"] == children + untagged,
-            f"plan counts {plan['untagged']} untagged images, expected {children} index children + {untagged}",
+            plan["untagged"] == children + untagged + untagged_refs,
+            f"plan counts {plan['untagged']} untagged images, expected {children} index children + {untagged}"
+            f" + {untagged_refs} referrers",
+        )
+        checks.check(
+            (plan["untagged_index_children"], plan["untagged_standalone"], plan["untagged_referrers"])
+            == (children, untagged, untagged_refs),
+            "the plan told untagged images apart wrongly",
         )
 
         say()
@@ -529,6 +612,25 @@ def run() -> int:
             f"{len(writes)} writes to the GitLab registry"
         )
 
+        step("7. Verify: every tag, platform image, blob and signature is in GitLab (read-only)")
+        gl.registry.reset()
+        ecr.reset_calls()
+        verify_path = work / "verify.json"
+        run_cli(["verify", "--deep", "--quiet", "--report", str(verify_path)], env)
+        ecr_calls += ecr.calls
+        verified = load_report(verify_path)
+        verify_writes = gl.registry.writes()
+        checks.check(verified["ok"] is True, "verify found differences")
+        checks.check(
+            verified["totals"]["identical"] == copied_tags,
+            f"verify: {verified['totals']['identical']} identical, expected {copied_tags}",
+        )
+        checks.check(not verify_writes, "verify wrote to the GitLab registry")
+        say(
+            f"  {verified['totals']['identical']} identical; {verified['totals']['checked']} manifests, blobs and"
+            f" referrers checked with HEAD requests, {verified['totals']['absent']} absent; {len(verify_writes)} writes"
+        )
+
         step("Summary")
         say(f"  ECR             {len(repositories)} repositories, {len(images)} images, {copied_tags} tags to copy")
         say(f"  dry run         {planned} planned, ~{mb(plan['estimated_bytes'])} estimated, {len(dry_writes)} writes")
@@ -536,7 +638,12 @@ def run() -> int:
             f"  migration       {totals['copied']} copied ({identical} byte-identical), 1 invalid tag skipped; "
             f"{uploads} blob uploads, {mounts} mounts, {len(manifest_puts)} manifest PUTs"
         )
+        say(
+            f"  signatures      {totals['referrers_copied']} signatures and SBOMs copied, "
+            f"{totals['referrer_tags_written']} fallback tags written"
+        )
         say(f"  second run      {again['totals']['skipped']} skipped, {len(writes)} writes")
+        say(f"  verify --deep   {verified['totals']['identical']} identical, {verified['totals']['absent']} absent")
         say(f"  ECR API         {len(ecr_calls)} calls, all read-only: {', '.join(sorted(set(ecr_calls)))}")
         say(f"  took            {time.monotonic() - started:.1f} s")
     say(f"  stopped both emulators, removed {work}")
@@ -547,7 +654,8 @@ def run() -> int:
             say(f"  - {failure}")
         return 1
     say()
-    say("OK: every ECR tag arrived in GitLab byte-exact, the report matches the registry, a rerun is a no-op.")
+    say("OK: every ECR tag and signature arrived in GitLab byte-exact, the report matches the registry, a rerun is")
+    say("a no-op, and verify proves it.")
     say("Next: docs/migrating-from-ecr.md walks through the same migration in GitLab CI.")
     return 0
 
