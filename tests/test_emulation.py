@@ -337,6 +337,79 @@ def test_push_through_the_gate_and_access_log(ecr: EcrEmulator) -> None:
     assert [r.status for r in ecr.data_proxy.requests][-1] == 307
 
 
+def test_referrers_api_lists_images_with_that_subject(tmp_path: Path) -> None:
+    with EcrEmulator(tmp_path / "ecr", referrers_page_size=2) as ecr:
+        image = oci_image([10], seed=95)
+        ecr.add_image("signed", image, ["v1"])
+        sigs = [
+            oci_artifact(
+                image,
+                artifact_type="application/vnd.cncf.notary.signature",
+                payload=b"s%d" % i,
+                annotations={"n": str(i)},
+            )
+            for i in range(3)
+        ]
+        sbom = oci_artifact(image, artifact_type="application/spdx+json", payload=b"sbom")
+        sbom_sig = oci_artifact(sbom, artifact_type="application/vnd.cncf.notary.signature", payload=b"ss")
+        for referrer in (*sigs, sbom, sbom_sig):
+            ecr.add_image("signed", referrer)
+        ecr.add_image("other", oci_artifact(image, payload=b"elsewhere"))  # another repository's referrer
+        base = f"{ecr.data_url}/v2/signed/referrers"
+        with httpx.Client(auth=_basic(ecr)) as http:
+            assert http.get(f"{base}/{image.digest}").status_code == 200
+            assert httpx.get(f"{base}/{image.digest}").status_code == 401  # behind the credential check
+
+            listed: list[dict[str, Any]] = []
+            url: str | None = f"{base}/{image.digest}"
+            pages = 0
+            while url is not None:
+                reply = http.get(url)
+                assert reply.status_code == 200
+                assert reply.headers["content-type"] == OCI_INDEX
+                body = reply.json()
+                assert body["mediaType"] == OCI_INDEX and body["schemaVersion"] == 2
+                assert len(body["manifests"]) <= 2
+                listed += body["manifests"]
+                pages += 1
+                link = reply.headers.get("link")
+                url = None if link is None else ecr.data_url + link.split(">")[0].lstrip("<")
+            assert pages == 2
+            expected = sorted([*sigs, sbom], key=lambda r: r.digest)
+            assert [d["digest"] for d in listed] == [r.digest for r in expected]
+            by_digest = {d["digest"]: d for d in listed}
+            assert by_digest[sigs[1].digest] == {
+                "mediaType": OCI_MANIFEST,
+                "digest": sigs[1].digest,
+                "size": len(sigs[1].raw),
+                "artifactType": "application/vnd.cncf.notary.signature",
+                "annotations": {"n": "1"},
+            }
+            # a referrer of a referrer is listed under its own subject only
+            assert [d["digest"] for d in http.get(f"{base}/{sbom.digest}").json()["manifests"]] == [sbom_sig.digest]
+
+            filtered = http.get(f"{base}/{image.digest}", params={"artifactType": "application/spdx+json"})
+            assert filtered.headers["oci-filters-applied"] == "artifactType"
+            assert [d["digest"] for d in filtered.json()["manifests"]] == [sbom.digest]
+            assert "oci-filters-applied" not in http.get(f"{base}/{image.digest}").headers
+
+            unknown = http.get(f"{base}/sha256:{'0' * 64}")
+            assert unknown.status_code == 200 and unknown.json()["manifests"] == []
+            bad = http.get(f"{base}/sha256:nothex")
+            assert bad.status_code == 400 and bad.json()["errors"][0]["code"] == "DIGEST_INVALID"
+            missing_repo = http.get(f"{ecr.data_url}/v2/nowhere/referrers/{image.digest}")
+            assert missing_repo.status_code == 404
+
+
+def test_without_the_referrers_api_the_route_is_unknown(tmp_path: Path) -> None:
+    with EcrEmulator(tmp_path / "ecr", referrers_api=False) as ecr:
+        image = oci_image([10], seed=96)
+        ecr.add_image("plain", image, ["v1"])
+        ecr.add_image("plain", oci_artifact(image))
+        reply = httpx.get(f"{ecr.data_url}/v2/plain/referrers/{image.digest}", auth=_basic(ecr))
+        assert reply.status_code == 404
+
+
 # -- ECR: bulk ---------------------------------------------------------------------------------------
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+import ecrcopy
 from ecrcopy.testing import (
     EcrEmulator,
     GitLabEmulator,
@@ -162,3 +164,68 @@ def test_untagged_tag_and_skip(tmp_path: Path) -> None:
         gl.registry.reset()
         run(tmp_path, ecr, gl, "--untagged", "tag", name="again")
         assert gl.registry.writes() == []
+
+
+SCHEMA_TAG = re.compile(r"/manifests/sha256-[0-9a-f]{64}$")
+
+
+def copy_from_ecr(ecr: EcrEmulator, gl: GitLabEmulator, repo: str) -> ecrcopy.CopyReport:
+    password, _ = ecr.issue_password()
+    return ecrcopy.copy_repository(
+        f"{ecr.data_host}/{repo}",
+        f"{gl.registry_host}/{gl.project_path}/{repo}",
+        source_credentials=("AWS", password),
+        destination_credentials=gl.credentials,
+    )
+
+
+def test_copy_from_ecr_finds_referrers_through_its_api_page_by_page(tmp_path: Path) -> None:
+    # ecrcopy copy has no DescribeImages listing: the referrers come from ECR's referrers API.
+    with (
+        EcrEmulator(tmp_path / "ecr", referrers_page_size=1) as ecr,
+        GitLabEmulator(tmp_path / "gl") as gl,
+    ):
+        objs = seed_signed(ecr, "shop/api")
+
+        report = copy_from_ecr(ecr, gl, "shop/api")
+
+        assert report.ok, report.failed()
+        for name in ("multi_sig", "amd_sig", "single_sig", "single_sbom", "sbom_sig", "cosign"):
+            at_destination(gl, "shop/api", objs[name])
+        for subject, names in REFERRERS_OF.items():
+            assert fallback_entries(gl, "shop/api", objs[subject].digest) == {objs[n].digest for n in names}
+        asked = [r for r in ecr.data_proxy.requests if "/referrers/" in r.path]
+        assert asked and all(r.status == 200 for r in asked)
+        # "single" has two referrers: with one per page, its listing took a second page
+        single = [r for r in asked if r.path.endswith(objs["single"].digest)]
+        assert len(single) == 2 and any("page=" in r.query for r in single)
+        # the ECR source serves the API: the tag schema's sha256-<hex> tags are never asked for
+        assert not [r for r in ecr.data_proxy.requests if SCHEMA_TAG.search(r.path)]
+        assert report.totals.referrers_copied == 6
+
+
+def test_copy_from_ecr_without_the_api_falls_back_and_migrate_does_not_need_it(tmp_path: Path) -> None:
+    with (
+        EcrEmulator(tmp_path / "ecr", referrers_api=False) as ecr,
+        GitLabEmulator(tmp_path / "gl") as gl,
+    ):
+        objs = seed_signed(ecr, "shop/api")
+
+        # A registry without the API and without fallback tags: only cosign's tag can be found.
+        report = copy_from_ecr(ecr, gl, "shop/api")
+        assert report.ok, report.failed()
+        assert [r for r in ecr.data_proxy.requests if "/referrers/" in r.path and r.status == 404]
+        # the tag schema: the tag list has no sha256-<hex> tag, so none is fetched
+        assert [r for r in ecr.data_proxy.requests if r.path.endswith("/tags/list")]
+        assert not [r for r in ecr.data_proxy.requests if SCHEMA_TAG.search(r.path)]
+        at_destination(gl, "shop/api", objs["cosign"])
+        assert report.totals.referrers_copied == 1
+
+        # The migration knows every referrer from DescribeImages (subjectManifestDigest).
+        ecr.data_proxy.reset()
+        run(tmp_path, ecr, gl)
+        for name in ("multi_sig", "amd_sig", "single_sig", "single_sbom", "sbom_sig"):
+            at_destination(gl, "shop/api", objs[name])
+        for subject, names in REFERRERS_OF.items():
+            assert fallback_entries(gl, "shop/api", objs[subject].digest) == {objs[n].digest for n in names}
+        assert not [r for r in ecr.data_proxy.requests if "/referrers/" in r.path]

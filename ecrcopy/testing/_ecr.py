@@ -61,6 +61,8 @@ _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/a
 _OCI_TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 _NAME_LIMITED = re.compile(r"^/v2/(_catalog|.+/tags/list)$")
 _MANIFEST_PATH = re.compile(r"^/v2/(?P<repo>.+)/manifests/(?P<ref>[^/]+)$")
+_REFERRERS_PATH = re.compile(r"^/v2/(?P<repo>.+)/referrers/(?P<digest>[^/]+)$")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 #: action -> (list key in the response, default page size)
 _PAGINATED = {
@@ -115,9 +117,10 @@ class EcrEmulator(ServiceGroup):
       ``proxyEndpoint`` = :attr:`data_url`;
     * ``DescribeRepositories``, ``DescribeImages`` (without ``imageIds``) and ``ListImages`` are paginated
       by the front: ``maxResults`` (default 100, 1..1000 else ``InvalidParameterException``), opaque
-      ``nextToken``. ``DescribeImages`` honours ``filter.tagStatus`` and ``filter.imageStatus`` (every
-      image is ACTIVE) and reports ``imageSizeInBytes`` as ECR does (config + layers; an index: its largest
-      child), ``artifactMediaType`` and ``subjectManifestDigest``;
+      ``nextToken``. ``DescribeImages`` honours ``filter.tagStatus`` and ``filter.imageStatus`` (default
+      ``ACTIVE``; see :meth:`archive_image`), with ``imageStatus`` and ``lastArchivedAt``, and reports
+      ``imageSizeInBytes`` as ECR does (config + layers; an index: its largest child),
+      ``artifactMediaType`` and ``subjectManifestDigest``;
     * everything else goes to moto unchanged.
 
     Data plane (:attr:`data_url`): only ``Authorization: Basic base64("AWS:<password>")`` with a live
@@ -125,6 +128,16 @@ class EcrEmulator(ServiceGroup):
     service="ecr.amazonaws.com"`` challenge (counted in :attr:`rejected_auth`). ``/v2/_catalog`` and
     ``tags/list`` with ``n > 1000`` answer 400. Blob GETs/HEADs answer 307 to :attr:`blob_server`, which
     refuses any ``Authorization`` header like S3 does.
+
+    Referrers API (``referrers_api``, default on, as ECR has served it since June 2024): ``GET
+    /v2/<name>/referrers/<digest>`` answers an OCI image index listing every image of that repository
+    whose manifest's ``subject`` is ``digest`` (sorted by digest): ``mediaType``, ``digest``, ``size``,
+    ``artifactType`` (the manifest's, else its config's media type) and ``annotations``. An unknown
+    subject gets an empty list, a malformed digest 400 ``DIGEST_INVALID``, an unknown repository 404
+    ``NAME_UNKNOWN``. ``?artifactType=T`` filters and sets ``OCI-Filters-Applied: artifactType``.
+    With ``referrers_page_size`` the list comes in pages of that many, each but the last with a
+    ``Link: <…>; rel="next"`` header. With ``referrers_api=False`` the request goes to the data-plane
+    registry, which has no such route (404), like a registry without the API.
 
     Faults: ``data_faults`` (a hook such as :class:`~ecrcopy.testing.FaultInjector`, whose counters show
     what it did) is consulted by the data-plane proxy before the ECR credential check (a wire fault,
@@ -155,6 +168,8 @@ class EcrEmulator(ServiceGroup):
         secret_access_key: str = "ecrcopy-test-secret",  # noqa: S107 - a fake credential
         verify_signatures: bool = True,
         data_faults: ProxyHook | None = None,
+        referrers_api: bool = True,
+        referrers_page_size: int | None = None,
     ) -> None:
         if not re.fullmatch(r"\d{12}", account_id):
             raise ValueError(f"account_id must be 12 digits, got {account_id!r}")
@@ -167,6 +182,10 @@ class EcrEmulator(ServiceGroup):
         self.secret_access_key = secret_access_key
         self.verify_signatures = verify_signatures
         self.data_faults = data_faults
+        if referrers_page_size is not None and referrers_page_size < 1:
+            raise ValueError(f"referrers_page_size must be at least 1, got {referrers_page_size}")
+        self.referrers_api = referrers_api
+        self.referrers_page_size = referrers_page_size
         self._lock = threading.Lock()
         self._calls: RequestLog[str] = RequestLog()
         self._passwords: dict[str, float] = {}
@@ -842,6 +861,9 @@ class EcrEmulator(ServiceGroup):
             else:
                 code, message = "UNAUTHORIZED", "Not Authorized"
             return ProxyResponse.error(401, code, message, {"WWW-Authenticate": self.challenge})
+        referrers = _REFERRERS_PATH.match(req.path) if self.referrers_api and req.method == "GET" else None
+        if referrers is not None:
+            return self._referrers(unquote(referrers["repo"]), unquote(referrers["digest"]), req.query)
         manifest = _MANIFEST_PATH.match(req.path)
         if manifest is not None:
             with self._lock:
@@ -861,8 +883,71 @@ class EcrEmulator(ServiceGroup):
                     )
         return None
 
+    def _referrers(self, repo: str, digest: str, query: str) -> ProxyResponse:
+        """The referrers API over moto's images of ``repo`` (see the class docstring)."""
+        if not _DIGEST.fullmatch(digest):
+            return ProxyResponse.error(400, "DIGEST_INVALID", f"invalid digest {digest!r}")
+        repository = _moto_backend(self.account_id, self.region).repositories.get(repo)
+        if repository is None:
+            return ProxyResponse.error(404, "NAME_UNKNOWN", f"repository {repo!r} not known to registry")
+        params = parse_qs(query)
+        wanted = params.get("artifactType", [None])[-1]
+        found: dict[str, dict[str, Any]] = {}
+        for image in list(repository.images):
+            descriptor = _referrer_descriptor(image.image_manifest, image.image_manifest_media_type)
+            if descriptor is None or descriptor.pop("subject") != digest:
+                continue
+            if wanted is not None and descriptor.get("artifactType") != wanted:
+                continue
+            found.setdefault(descriptor["digest"], descriptor)
+        listed = [found[d] for d in sorted(found)]
+        headers = {"Content-Type": _OCI_INDEX}
+        if wanted is not None:
+            headers["OCI-Filters-Applied"] = "artifactType"
+        size = self.referrers_page_size
+        if size is not None:
+            try:
+                start = max(0, int(params.get("page", ["0"])[-1]))
+            except ValueError:
+                return ProxyResponse.error(400, "PAGINATION_NUMBER_INVALID", "invalid page")
+            if start + size < len(listed):
+                keep = {"artifactType": wanted} if wanted is not None else {}
+                rest = "&".join(f"{k}={v}" for k, v in {**keep, "page": str(start + size)}.items())
+                headers["Link"] = f'</v2/{repo}/referrers/{digest}?{rest}>; rel="next"'
+            listed = listed[start : start + size]
+        body = {"schemaVersion": 2, "mediaType": _OCI_INDEX, "manifests": listed}
+        return ProxyResponse(200, headers, json.dumps(body, separators=(",", ":")).encode())
+
 
 _OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def _referrer_descriptor(raw: str | None, media_type: str | None) -> dict[str, Any] | None:
+    """The referrers-API descriptor of a stored manifest with a ``subject`` (plus ``subject``: its digest)."""
+    if not raw:
+        return None
+    try:
+        manifest = json.loads(raw)
+    except ValueError:
+        return None
+    subject = manifest.get("subject") if isinstance(manifest, dict) else None
+    if not isinstance(subject, dict) or not isinstance(subject.get("digest"), str):
+        return None
+    data = raw.encode("utf-8")
+    descriptor: dict[str, Any] = {
+        "mediaType": manifest.get("mediaType") or media_type or _OCI_MANIFEST,
+        "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+    }
+    config = manifest.get("config")
+    artifact_type = manifest.get("artifactType") or (config.get("mediaType") if isinstance(config, dict) else None)
+    if artifact_type:
+        descriptor["artifactType"] = artifact_type
+    if isinstance(manifest.get("annotations"), dict) and manifest["annotations"]:
+        descriptor["annotations"] = manifest["annotations"]
+    descriptor["subject"] = subject["digest"]
+    return descriptor
 
 
 def _header(headers: dict[str, str], name: str) -> str | None:
