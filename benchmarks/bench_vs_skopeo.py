@@ -108,13 +108,17 @@ def run_tool(tool: str, commands: list[list[str]], env: dict[str, str]) -> tuple
     return wall, cpu, peak, ok
 
 
+#: skopeo first (the ratios are against it); the last one shows what looking for referrers costs
+TOOLS = ("skopeo sync", "ecrcopy copy (CLI per repo)", "ecrcopy (one run)", "ecrcopy (one run, no-referrers)")
+
 ECRCOPY_ONE_RUN = textwrap.dedent(
     """
     import sys, anyio, ecrcopy
     src, dst, names = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+    options = ecrcopy.CopyOptions(referrers=sys.argv[4] == "referrers")
     async def main():
         async with ecrcopy.Copier(source_credentials=("alice", "bench-src-pw"),
-                                  destination_credentials=("bob", "bench-dst-pw")) as copier:
+                                  destination_credentials=("bob", "bench-dst-pw"), options=options) as copier:
             reports = []
             async def one(name):
                 reports.append(await copier.copy_repository(f"{src}/{name}", f"{dst}/group/project/{name}"))
@@ -152,8 +156,9 @@ def measure(
                 for n in names
             ]
         else:
+            referrers = "no-referrers" if "no-referrers" in tool else "referrers"
             commands = [
-                [sys.executable, "-c", ECRCOPY_ONE_RUN, source.host, dest.host, ",".join(names)],
+                [sys.executable, "-c", ECRCOPY_ONE_RUN, source.host, dest.host, ",".join(names), referrers],
             ]
         dest.reset()
         wall, cpu, rss, ok = run_tool(tool, commands, env)
@@ -189,10 +194,7 @@ def main() -> int:
     try:
         with Registry(workdir / "source", htpasswd={SRC[0]: SRC[1]}) as source:
             names, digests, unique_bytes = seed(source, args.repos, args.tags, args.base_mib)
-            results = [
-                measure(tool, workdir, source, names, digests)
-                for tool in ("skopeo sync", "ecrcopy copy (CLI per repo)", "ecrcopy (one run)")
-            ]
+            results = [measure(tool, workdir, source, names, digests) for tool in TOOLS]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     skopeo = results[0]
