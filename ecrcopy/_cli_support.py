@@ -260,7 +260,8 @@ def print_plan(out: TextIO, report: MigrationReport) -> None:
         line += f", ~{_size(plan.already_present_bytes)} already at the destination"
     extras = []
     if plan.referrers:
-        extras.append(f"{_count(plan.referrers, 'signature or SBOM', 'signatures and SBOMs')} go with their images")
+        goes = "goes with its image" if plan.referrers == 1 else "go with their images"
+        extras.append(f"{_count(plan.referrers, 'signature or SBOM', 'signatures and SBOMs')} {goes}")
     if plan.untagged_tagged:
         extras.append(f"{plan.untagged_tagged} untagged images copied as untagged-<digest>")
     if plan.untagged_standalone and plan.untagged_skipped:
