@@ -444,12 +444,7 @@ class RegistryClient:
                 raise RegistryError(f"{what}: {reply.status_code}{_detail(reply.content)}", status=reply.status_code)
             for descriptor in parse_referrers_index(reply.content):
                 found.setdefault(descriptor.digest, descriptor)
-            try:
-                link = next_link(reply.headers.get("link"), str(reply.url))
-            except ValueError:
-                raise RegistryError(f"{what}: unreadable Link header") from None
-            if link is not None and not same_origin(link, self.base_url):
-                raise RegistryError(f"{what}: refusing to follow pagination to another host")
+            link = self._next_page(reply, what)
             url = link if link not in visited else None
         return list(found.values())
 
@@ -481,18 +476,23 @@ class RegistryClient:
                     tags.append(tag)
             if len(tags) > MAX_TAGS:
                 raise RegistryError(f"{what}: more than {MAX_TAGS} tags; giving up on an endless listing")
-            try:
-                link = next_link(reply.headers.get("link"), str(reply.url))
-            except ValueError:
-                raise RegistryError(f"{what}: unreadable Link header") from None
-            if link is not None and not same_origin(link, self.base_url):
-                raise RegistryError(f"{what}: refusing to follow pagination to another host")
+            link = self._next_page(reply, what)
             if link is not None and link in visited:
                 break
             if link is not None:
                 visited.add(link)
             url = link
         return tags
+
+    def _next_page(self, reply: Reply, what: str) -> str | None:
+        """The absolute URL of the ``Link: <…>; rel="next"`` page, which must be on this registry's origin."""
+        try:
+            link = next_link(reply.headers.get("link"), str(reply.url))
+        except ValueError:
+            raise RegistryError(f"{what}: unreadable Link header") from None
+        if link is not None and not same_origin(link, self.base_url):
+            raise RegistryError(f"{what}: refusing to follow pagination to another host")
+        return link
 
     # ------------------------------------------------------------------ blobs
 
