@@ -44,7 +44,7 @@ import httpx
 from ._blobserver import BlobServer
 from ._faults import Fault, ProxyHook
 from ._httpserver import BackgroundHTTPServer, QuietHandler
-from ._images import Image, Index, push
+from ._images import Image, Index, push, referrer_descriptor
 from ._proxy import Proxy, ProxyRequest, ProxyResponse
 from ._registry import Registry
 from ._service import RequestLog, ServiceGroup, http_url, loopback_host
@@ -894,9 +894,11 @@ class EcrEmulator(ServiceGroup):
         wanted = params.get("artifactType", [None])[-1]
         found: dict[str, dict[str, Any]] = {}
         for image in list(repository.images):
-            descriptor = _referrer_descriptor(image.image_manifest, image.image_manifest_media_type)
-            if descriptor is None or descriptor.pop("subject") != digest:
+            raw = (image.image_manifest or "").encode("utf-8")
+            referrer = _as_referrer(raw, image.image_manifest_media_type)
+            if referrer is None or referrer[0] != digest:
                 continue
+            descriptor = referrer_descriptor(raw, referrer[1])
             if wanted is not None and descriptor.get("artifactType") != wanted:
                 continue
             found.setdefault(descriptor["digest"], descriptor)
@@ -923,31 +925,18 @@ _OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 _OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 
-def _referrer_descriptor(raw: str | None, media_type: str | None) -> dict[str, Any] | None:
-    """The referrers-API descriptor of a stored manifest with a ``subject`` (plus ``subject``: its digest)."""
-    if not raw:
-        return None
+def _as_referrer(raw: bytes, stored_type: str | None) -> tuple[str, str] | None:
+    """``(subject digest, media type)`` of a stored manifest that has a ``subject``; else ``None``."""
     try:
-        manifest = json.loads(raw)
+        manifest = json.loads(raw) if raw else None
     except ValueError:
         return None
-    subject = manifest.get("subject") if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict):
+        return None
+    subject = manifest.get("subject")
     if not isinstance(subject, dict) or not isinstance(subject.get("digest"), str):
         return None
-    data = raw.encode("utf-8")
-    descriptor: dict[str, Any] = {
-        "mediaType": manifest.get("mediaType") or media_type or _OCI_MANIFEST,
-        "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
-        "size": len(data),
-    }
-    config = manifest.get("config")
-    artifact_type = manifest.get("artifactType") or (config.get("mediaType") if isinstance(config, dict) else None)
-    if artifact_type:
-        descriptor["artifactType"] = artifact_type
-    if isinstance(manifest.get("annotations"), dict) and manifest["annotations"]:
-        descriptor["annotations"] = manifest["annotations"]
-    descriptor["subject"] = subject["digest"]
-    return descriptor
+    return subject["digest"], manifest.get("mediaType") or stored_type or _OCI_MANIFEST
 
 
 def _header(headers: dict[str, str], name: str) -> str | None:

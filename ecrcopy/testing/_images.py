@@ -394,19 +394,24 @@ def oci_index(
     return _index(OCI_INDEX, images, platforms, annotations, subject, artifact_type)
 
 
+def referrer_descriptor(raw: bytes, media_type: str) -> dict[str, Any]:
+    """A referrer's descriptor as the referrers API and the tag schema list it: ``mediaType``, ``size``,
+    ``digest``, ``artifactType`` (the manifest's, else its config's media type) and ``annotations``."""
+    body = json.loads(raw)
+    entry: dict[str, Any] = {"mediaType": media_type, "size": len(raw), "digest": _sha256(raw)}
+    config = body.get("config")
+    artifact_type = body.get("artifactType") or (config.get("mediaType") if isinstance(config, dict) else None)
+    if artifact_type:
+        entry["artifactType"] = artifact_type
+    if isinstance(body.get("annotations"), dict) and body["annotations"]:
+        entry["annotations"] = body["annotations"]
+    return entry
+
+
 def referrers_index(referrers: Sequence[Image | Index]) -> Index:
-    """The referrers tag schema's index (tag it ``sha256-<hex of the subject>``): one descriptor per
-    referrer with its ``artifactType`` (else its config's media type) and annotations."""
-    entries = []
-    for referrer in referrers:
-        body = referrer.manifest
-        entry = referrer.descriptor()
-        artifact_type = body.get("artifactType") or (body.get("config") or {}).get("mediaType")
-        if artifact_type:
-            entry["artifactType"] = artifact_type
-        if body.get("annotations"):
-            entry["annotations"] = body["annotations"]
-        entries.append(entry)
+    """The referrers tag schema's index (tag it ``sha256-<hex of the subject>``): one
+    :func:`referrer_descriptor` per referrer."""
+    entries = [referrer_descriptor(referrer.raw, referrer.media_type) for referrer in referrers]
     raw = _serialize({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
     return Index(raw, _sha256(raw), OCI_INDEX, tuple(referrers))
 
