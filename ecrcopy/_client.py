@@ -76,6 +76,7 @@ from ._streams import (
     skip,
     verified,
 )
+from ._transport import default_transport
 
 __all__ = ["ManifestInfo", "RegistryClient", "Reply", "chunk_length"]
 
@@ -182,9 +183,12 @@ class RegistryClient:
             write=self.options.read_timeout,
             pool=None,
         )
+        tls = tls_context()
+        if transport is None and self.options.http_backend == "aiohttp":
+            transport = default_transport(verify=tls, limits=http_limits)
         self.http = httpx.AsyncClient(
             transport=transport,
-            verify=tls_context(),
+            verify=tls,
             limits=http_limits,
             timeout=timeout,
             follow_redirects=False,

@@ -8,12 +8,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ConflictPolicy", "CopyOptions", "ForeignLayerPolicy"]
+__all__ = ["ConflictPolicy", "CopyOptions", "ForeignLayerPolicy", "HttpBackend"]
 
 MiB = 1024 * 1024
 
 ConflictPolicy = Literal["fail", "skip", "overwrite"]
 ForeignLayerPolicy = Literal["skip-image", "copy"]
+HttpBackend = Literal["aiohttp", "httpx"]
 
 
 class CopyOptions(BaseModel):
@@ -42,6 +43,11 @@ class CopyOptions(BaseModel):
     )
     insecure_registries: tuple[str, ...] = Field(
         (), description="hosts spoken to over plain http (loopback hosts always are)"
+    )
+    http_backend: HttpBackend = Field(
+        "aiohttp",
+        description="HTTP stack under httpx's client: aiohttp (compiled parser, less CPU; httpx's own stack "
+        "when a proxy variable is set or the event loop is not asyncio) or httpx (httpcore + h11)",
     )
     connect_timeout: float = Field(30.0, gt=0)
     read_timeout: float = Field(300.0, gt=0, description="longest silence on a connection")
