@@ -22,14 +22,14 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import anyio
 import httpx
 
 from . import _mediatypes as mt
 from ._cache import BlobHints
-from ._client import RegistryClient
+from ._client import ManifestInfo, RegistryClient
 from ._concurrency import KeyedLock, run_all
 from ._credentials import CredentialProvider, CredentialsLike, as_provider
 from ._exceptions import ConfigurationError, EcrcopyError, NotFound, SkippedByPolicy, TagConflict, UnsupportedManifest
@@ -43,6 +43,9 @@ from ._referrers import subject_of_tag
 from ._report import CopyReport, EventCallback, ImageResult, ProgressEvent, emit
 from ._retry import RetryPolicy, RetryStats
 from ._transfer import BlobOutcome, BlobTransferer
+
+if TYPE_CHECKING:
+    from ._fleet import FleetBlobs
 
 __all__ = ["Copier"]
 
@@ -120,6 +123,11 @@ class Copier:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._hints.save)
         self._open = False
+
+    def share_blobs(self, fleet: FleetBlobs) -> None:
+        """In one shard of a sharded migration: blobs another shard owns are waited for and mounted
+        from its repository instead of uploaded again (:mod:`ecrcopy._fleet`)."""
+        self._transferer.fleet = fleet
 
     def emit(self, event: ProgressEvent) -> None:
         """Send ``event`` to this copier's ``on_event`` callback (failures of the callback are logged)."""
@@ -324,13 +332,29 @@ class Copier:
         result = work.result
         reference = src.reference
         assert reference is not None
+        existing: ManifestInfo | None = None
+        checked = False
+        if src.digest is not None and dst.digest is None:
+            # the source digest is known (a migration plan has it from ECR): one destination HEAD
+            # settles an unchanged tag, with no request to the source
+            existing = await dst_client.head_manifest(dst.repository, dst.tag or src.digest)
+            checked = True
+            up_to_date = existing is not None and existing.digest == src.digest
+            if up_to_date and (dry_run or not self.options.referrers or hints.none_to_copy()):
+                assert existing is not None
+                result.digest = src.digest
+                result.media_type = existing.media_type
+                result.status = "skipped"
+                result.reason = "up-to-date"
+                return
         manifest = await src_client.get_manifest(src.repository, reference)
         result.digest = manifest.digest
         result.media_type = manifest.media_type
         target = dst.tag or manifest.digest
         if dst.digest is not None and dst.digest != manifest.digest:
             raise ConfigurationError(f"{dst}: source {src} is {manifest.digest}, not the destination digest")
-        existing = await dst_client.head_manifest(dst.repository, target)
+        if not checked:
+            existing = await dst_client.head_manifest(dst.repository, target)
         if existing is not None and existing.digest == manifest.digest:
             result.status = "skipped"
             result.reason = "up-to-date"

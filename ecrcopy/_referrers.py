@@ -59,6 +59,14 @@ class ReferrerHints:
     #: digest -> why it cannot be pulled (``archived``, ``activating``)
     unavailable: Mapping[str, str] | None = None
 
+    def none_to_copy(self) -> bool:
+        """Whether these hints prove the repository has no referrers at all: no subject has any,
+        and no tag is a fallback index or a cosign tag. Then an image known to be up to date
+        needs no request to look for them."""
+        if self.subjects is None or self.tags is None:
+            return False
+        return not any(self.subjects.values()) and not any(subject_of_tag(tag) for tag in self.tags)
+
 
 def fallback_tag(digest: str) -> str:
     """The referrers tag schema's tag for ``digest``: ``sha256:<hex>`` → ``sha256-<hex>``."""

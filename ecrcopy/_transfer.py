@@ -15,6 +15,7 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -26,6 +27,9 @@ from ._models import Descriptor
 from ._options import CopyOptions
 from ._retry import RetryPolicy
 from ._upload import upload_resumable
+
+if TYPE_CHECKING:
+    from ._fleet import FleetBlobs
 
 __all__ = ["BlobOutcome", "BlobTransferer"]
 
@@ -54,6 +58,8 @@ class BlobTransferer:
         self._known: dict[tuple[str, str], list[str]] = {}
         self._flights = KeyedLock()
         self._upload_slots = anyio.CapacityLimiter(options.blob_concurrency)
+        #: the blob owners of a sharded migration (:mod:`ecrcopy._fleet`)
+        self.fleet: FleetBlobs | None = None
 
     def remember(self, host: str, repo: str, digest: str) -> None:
         """Record that ``digest`` lives in ``host/repo`` (so later copies may mount it from there)."""
@@ -95,9 +101,17 @@ class BlobTransferer:
         blob: Descriptor,
         on_bytes: Callable[[int], None] | None,
     ) -> BlobResult:
-        if await dst.blob_exists(dst_repo, blob.digest):
+        # a repository this run filled has it: a mount answers 201 whether or not ``dst_repo`` has
+        # it already, so the HEAD would tell nothing new
+        in_run = [r for r in self._known.get((dst.host, blob.digest), []) if r != dst_repo]
+        if not in_run and await dst.blob_exists(dst_repo, blob.digest):
             return BlobResult(BlobOutcome.EXISTING)
-        candidates = [r for r in self._known.get((dst.host, blob.digest), []) if r != dst_repo]
+        candidates = list(in_run)
+        fleet = self.fleet
+        if not in_run and fleet is not None:  # another shard uploads it: wait for it, then mount
+            owner = fleet.owner_elsewhere(blob.digest, dst_repo)
+            if owner is not None and await fleet.wait_for(dst, owner, blob.digest):
+                candidates.insert(0, owner.repository)
         if self._hints is not None:  # where earlier runs put it: worth a mount attempt
             candidates += [r for r in self._hints.candidates(dst.host, blob.digest) if r not in (dst_repo, *candidates)]
         if src.host == dst.host and src_repo != dst_repo and src_repo not in candidates:
@@ -113,6 +127,8 @@ class BlobTransferer:
             if location is None:
                 return BlobResult(BlobOutcome.MOUNTED)
             break  # 202: the registry opened an upload session instead; upload through it
+        if in_run and location is None and await dst.blob_exists(dst_repo, blob.digest):
+            return BlobResult(BlobOutcome.EXISTING)  # every mount failed: the HEAD skipped above
         async with self._upload_slots:
             if blob.size > dst.options.monolithic_threshold:
                 await upload_resumable(
