@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from . import _mediatypes as mt
 from ._credentials import Credentials
 from ._exceptions import AuthenticationError, ConfigurationError, Denied, EcrcopyError, NotFound, RegistryUnavailable
 from ._models import MAX_BLOB_SIZE
@@ -241,6 +243,29 @@ class EcrApi:
                 )
             )
         return EcrRepository(repository, tuple(images))
+
+    def manifests(self, repository: str, digests: Sequence[str]) -> dict[str, tuple[bytes, str | None]]:
+        """``BatchGetImage``: digest → (manifest bytes, media type) of the images of ``repository``
+        ECR could return (100 per call; images it could not return are left out, with a debug line)."""
+        found: dict[str, tuple[bytes, str | None]] = {}
+        wanted = list(dict.fromkeys(digests))
+        for start in range(0, len(wanted), 100):
+            kwargs: dict[str, Any] = {
+                "repositoryName": repository,
+                "imageIds": [{"imageDigest": d} for d in wanted[start : start + 100]],
+                "acceptedMediaTypes": sorted(mt.MANIFEST_TYPES),
+            }
+            if self.source.registry_id:
+                kwargs["registryId"] = self.source.registry_id
+            reply = self._call(f"BatchGetImage {repository}", functools.partial(self._client.batch_get_image, **kwargs))
+            for image in reply.get("images") or ():
+                digest = (image.get("imageId") or {}).get("imageDigest")
+                manifest = image.get("imageManifest")
+                if isinstance(digest, str) and isinstance(manifest, str):
+                    found[digest] = (manifest.encode(), image.get("imageManifestMediaType"))
+            for failure in reply.get("failures") or ():
+                log.debug("BatchGetImage %s: %s", repository, failure.get("failureCode"))
+        return found
 
     def data_plane_url(self, proxy_endpoint: str | None = None) -> str:
         if self.source.registry_url:

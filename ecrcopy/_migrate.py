@@ -19,8 +19,10 @@ from ._copier import Copier
 from ._credentials import CredentialProvider, as_provider
 from ._ecr import EcrApi, EcrCredentials, EcrSource, host_of, inventory
 from ._exceptions import ConfigurationError, EcrcopyError, InvalidReference, RegistryUnavailable
+from ._fleet import plan_fleet
 from ._gitlab import GitLabDestination
 from ._mediatypes import INDEX_TYPES
+from ._models import Manifest
 from ._plan import (
     EcrRepository,
     MigrationOptions,
@@ -124,7 +126,7 @@ async def prepare_migration(
             )
         options = options.model_copy(update={"max_depth": options.max_depth - extra})
     options = options.model_copy(update={"referrers": copier.options.referrers})
-    repositories = await _with_index_children(copier, src_client, repositories, options)
+    repositories = await _with_index_children(copier, api, repositories, options)
     plan = build_plan(repositories, options)
     hints = {r.name: referrer_hints(r) for r in repositories if r.name in plan.destinations}
     pairs, unusable = _pairs(plan, src_host, prefix)
@@ -156,6 +158,8 @@ async def run_migration(
     if options.dry_run:
         report.images.extend(await _dry_run(copier, dst_client, plan, pairs))
     else:
+        if options.shard.total > 1 and options.shard_wait > 0:
+            await _share_blobs(copier, prepared, options)
         report.images.extend(
             await copier.copy_pairs(
                 pairs, source_client=src_client, destination_client=dst_client, referrer_hints=hints
@@ -182,6 +186,23 @@ async def run_migration(
     return report
 
 
+async def _share_blobs(copier: Copier, prepared: PreparedMigration, options: MigrationOptions) -> None:
+    """One upload per shared blob for the whole fleet of shards; without the manifests, each shard uploads its own."""
+    try:
+        fleet = await plan_fleet(
+            prepared.api,
+            prepared.plan,
+            prepared.prefix.repository,
+            options.shard.index,
+            wait=options.shard_wait,
+            concurrency=copier.options.connections_per_host,
+        )
+    except EcrcopyError as exc:
+        log.warning("cannot read the plan's manifests (BatchGetImage) to share blobs between shards: %s", exc)
+        return
+    copier.share_blobs(fleet)
+
+
 def restore_command(region: str, registry_id: str | None, skipped: SkippedTag) -> str:
     """The AWS CLI command that restores an archived image (an action outside ecrcopy's seven)."""
     registry = f" --registry-id {registry_id}" if registry_id else ""
@@ -204,35 +225,51 @@ def skip_message(reason: str, restore: str) -> str:
 
 
 async def _with_index_children(
-    copier: Copier, client: RegistryClient, repositories: list[EcrRepository], options: MigrationOptions
+    copier: Copier, api: EcrApi, repositories: list[EcrRepository], options: MigrationOptions
 ) -> list[EcrRepository]:
     """Read the indexes of repositories with untagged images: what they list are index children,
-    not standalone images (DescribeImages does not tell them apart). Every shard reads the same."""
+    not standalone images (DescribeImages does not tell them apart). ``BatchGetImage`` reads up to
+    100 a call; every shard reads the same."""
     wanted = set(select_repositories([r.name for r in repositories], options))
-    jobs = []
-    found: dict[tuple[str, str], tuple[str, ...]] = {}
+    limiter = anyio.CapacityLimiter(copier.options.connections_per_host)
+    found: dict[str, dict[str, tuple[str, ...]]] = {}
 
-    async def read(repo: str, digest: str) -> None:
+    async def read(repository: EcrRepository) -> None:
+        digests = [
+            image.digest
+            for image in repository.images
+            if (image.media_type or "") in INDEX_TYPES and image.status == "ACTIVE"
+        ]
+        if not digests:
+            return
         try:
-            manifest = await client.get_manifest(repo, digest)
-            found[(repo, digest)] = tuple(d.digest for d in manifest.index.manifests) if manifest.is_index else ()
+            manifests = await anyio.to_thread.run_sync(api.manifests, repository.name, digests, limiter=limiter)
         except EcrcopyError as exc:
             if exc.fatal:
                 raise
-            log.warning("cannot read index %s@%s to tell its children from untagged images: %s", repo, digest, exc)
+            log.warning(
+                "cannot read the indexes of %s to tell their children from untagged images: %s", repository.name, exc
+            )
+            return
+        children: dict[str, tuple[str, ...]] = {}
+        for digest, (raw, media_type) in manifests.items():
+            try:
+                manifest = Manifest.from_bytes(raw, media_type)
+                children[digest] = tuple(d.digest for d in manifest.index.manifests) if manifest.is_index else ()
+            except EcrcopyError as exc:
+                log.warning(
+                    "cannot read index %s@%s to tell its children from untagged images: %s",
+                    repository.name,
+                    digest,
+                    exc,
+                )
+        found[repository.name] = children
 
-    for repository in repositories:
-        if repository.name in wanted and repository.needs_index_children():
-            for image in repository.images:
-                if (image.media_type or "") in INDEX_TYPES and image.status == "ACTIVE":
-                    jobs.append(lambda r=repository.name, d=image.digest: read(r, d))
-    await run_all(jobs, copier.options.connections_per_host)
-    return [
-        dataclasses.replace(r, index_children={d: c for (name, d), c in found.items() if name == r.name})
-        if any(name == r.name for name, _ in found)
-        else r
-        for r in repositories
-    ]
+    async with anyio.create_task_group() as tg:
+        for repository in repositories:
+            if repository.name in wanted and repository.needs_index_children():
+                tg.start_soon(read, repository)
+    return [dataclasses.replace(r, index_children=found[r.name]) if r.name in found else r for r in repositories]
 
 
 def _provider(destination: GitLabDestination) -> CredentialProvider:

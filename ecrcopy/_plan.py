@@ -161,6 +161,12 @@ class MigrationOptions(BaseModel):
     mapping: dict[str, str] = Field(default_factory=dict, description="explicit ECR repository -> destination path")
     max_depth: int = Field(2, ge=1, description="path levels allowed below the project (GitLab: 2)")
     shard: Shard = Field(default_factory=Shard)
+    shard_wait: float = Field(
+        300.0,
+        ge=0,
+        description="sharded runs: longest wait, in seconds, for the shard that owns a shared blob to upload it "
+        "(then mounted from there) before uploading it here; 0 uploads without waiting",
+    )
     untagged: UntaggedPolicy = Field(
         "skip",
         description="untagged standalone images (not index children, not referrers): skip (counted in the "
@@ -285,6 +291,11 @@ class Plan:
     skipped: list[SkippedTag] = field(default_factory=list)
     destinations: dict[str, str] = field(default_factory=dict)
     summary: PlanSummary = field(default_factory=PlanSummary)
+    #: every shard's ECR repositories, each in the order that shard copies them (this one included)
+    shards: list[list[str]] = field(default_factory=list)
+    #: the planned images of every shard's repositories, and their destinations (for blob owners)
+    fleet_images: dict[str, list[PlannedImage]] = field(default_factory=dict)
+    fleet_destinations: dict[str, str] = field(default_factory=dict)
 
 
 def default_destination_name(repository: str, max_depth: int = 2) -> str:
@@ -457,7 +468,12 @@ def build_plan(repositories: Iterable[EcrRepository], options: MigrationOptions)
     weights = {name: _estimated_bytes(images) for name, images in per_repo.items()}
     shards = shard_repositories(weights, options.shard.total)
     mine = set(shards[options.shard.index - 1])
-    plan = Plan(destinations={n: d for n, d in destinations.items() if n in mine})
+    plan = Plan(
+        destinations={n: d for n, d in destinations.items() if n in mine},
+        shards=[sorted(shard) for shard in shards],
+        fleet_images=per_repo,
+        fleet_destinations={n: destinations[n] for n in per_repo},
+    )
     for name in sorted(mine):
         plan.images.extend(per_repo[name])
     plan.skipped = [s for s in skipped if s.repository in mine]
