@@ -106,8 +106,10 @@ async def raw_chunks(response: httpx.Response, size: int, what: str) -> AsyncIte
     if response.is_stream_consumed:  # a mock transport's body, already read
         yield response.content
         return
+    # a transport that already hands over large pieces needs no re-chunking (which copies each piece)
+    chunk_size = None if getattr(response.stream, "large_pieces", False) else size
     try:
-        async for chunk in response.aiter_raw(size):
+        async for chunk in response.aiter_raw(chunk_size):
             yield chunk
     except httpx.TransportError as exc:
         raise TransferError(f"{what}: {describe_transport_error(exc)}") from None

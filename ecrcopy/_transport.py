@@ -47,6 +47,8 @@ __all__ = ["AiohttpTransport", "default_transport", "proxy_configured"]
 MAX_HEADER_LINE = 64 * 1024
 #: Bytes buffered per response before reading from the socket pauses.
 READ_BUFFER = 1024 * 1024
+#: Response bodies are handed on in pieces of at least this size (fewer, larger writes and hash updates).
+PIECE = 1024 * 1024
 
 _PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")
 
@@ -218,14 +220,28 @@ class _Body:
 
 
 class _ResponseStream(httpx.AsyncByteStream):
+    """The body in pieces of at least :data:`PIECE` bytes (the last may be shorter), each joined
+    once from what the socket delivered: callers pass ``chunk_size=None`` (see :attr:`large_pieces`)."""
+
+    #: tells :func:`ecrcopy._streams.raw_chunks` that no re-chunking is needed
+    large_pieces = True
+
     def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
         self._response = response
         self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        parts: list[bytes] = []
+        size = 0
         with _mapped(self._request, during="read"):
             async for piece in self._response.content.iter_any():
-                yield piece
+                parts.append(piece)
+                size += len(piece)
+                if size >= PIECE:
+                    yield parts[0] if len(parts) == 1 else b"".join(parts)
+                    parts, size = [], 0
+        if parts:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def aclose(self) -> None:
         # back to the pool when the body was read to its end; otherwise aiohttp closes the connection
