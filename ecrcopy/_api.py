@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import sniffio
 
 from ._copier import Copier
 from ._credentials import CredentialsLike
-from ._ecr import EcrSource
 from ._exceptions import ConfigurationError, WrongContextError
-from ._gitlab import GitLabDestination
-from ._migrate import MigrationReport, migrate_with
 from ._options import CopyOptions
-from ._plan import MigrationOptions
 from ._report import CopyReport, EventCallback
-from ._verify import verify_migration, verify_repository
-from ._verify_report import VerifyReport
+
+if TYPE_CHECKING:
+    # migrate() and verify() import these when called: copies need neither the ECR client nor the plan.
+    from ._ecr import EcrSource
+    from ._gitlab import GitLabDestination
+    from ._migrate import MigrationReport
+    from ._plan import MigrationOptions
+    from ._verify_report import VerifyReport
 
 __all__ = ["copy_image", "copy_repository", "migrate", "run_blocking", "verify"]
 
@@ -117,6 +119,8 @@ def migrate(
     on_event: EventCallback | None = None,
 ) -> MigrationReport:
     """Migrate ECR to GitLab; every argument defaults from the environment. See :func:`ecrcopy.migrate_with`."""
+    from ._migrate import migrate_with
+
     return run_blocking(
         "migrate",
         lambda: _with_copier(
@@ -144,6 +148,8 @@ def verify(
     plan ``migrate`` computes from ``source``/``destination``/``options`` (defaults from the
     environment, shard included). ``deep`` also checks every child manifest, blob and referrer.
     """
+    from ._verify import verify_migration, verify_repository
+
     if isinstance(source, str) or isinstance(destination, str):
         if not (isinstance(source, str) and isinstance(destination, str)):
             raise ConfigurationError("verify: give two references (copy form) or neither (migration form)")

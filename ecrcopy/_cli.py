@@ -8,42 +8,33 @@ error (one line on stderr; ``--debug`` adds the traceback), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
 import threading
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from . import __version__
-from ._api import run_blocking
-from ._cli_support import (
-    Reporter,
-    credentials_from,
-    migration_options_from,
-    options_from,
-    print_archived,
-    print_plan,
-    print_table,
-    write_report,
-    write_text,
-)
-from ._copier import Copier
-from ._credentials import Credentials
-from ._ecr import EcrSource
 from ._exceptions import ConfigurationError, EcrcopyError
-from ._gitlab import GitLabDestination
-from ._junit import junit_xml
-from ._migrate import MigrationReport, migrate_with
-from ._protocol import clean_text
-from ._report import CopyReport
-from ._verify import verify_migration, verify_repository
-from ._verify_report import VerifyReport, render_verify_table, verify_junit_xml
+
+if TYPE_CHECKING:
+    from ._ecr import EcrSource
+    from ._gitlab import GitLabDestination
+    from ._migrate import MigrationReport
+    from ._report import CopyReport
+    from ._verify_report import VerifyReport
+
+# Building the parser (``--version``, ``--help``) imports nothing of the engine: each command imports
+# what it needs when it runs, and only ``migrate`` and ``verify`` import the ECR client (boto3).
 
 __all__ = ["main"]
+
+# Defaults the help quotes. CopyOptions owns them, but importing it here would load pydantic at every
+# start; tests/test_startup.py checks that these copies (and the help text) equal the model's.
+HELP_IMAGE_CONCURRENCY = 4  # CopyOptions.image_concurrency
+HELP_READ_TIMEOUT = 300.0  # CopyOptions.read_timeout
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
@@ -172,7 +163,12 @@ def add_migration_arguments(migrate: argparse.ArgumentParser) -> None:
 
 def add_common_options(p: argparse.ArgumentParser, *, writes: bool = True) -> None:
     p.add_argument("--report", type=Path, metavar="PATH", help="write the JSON report here")
-    p.add_argument("--concurrency", type=int, metavar="N", help="images handled at the same time (default 4)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help=f"images handled at the same time (default {HELP_IMAGE_CONCURRENCY})",
+    )
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST", help="speak plain http to HOST")
     p.add_argument(
         "--no-referrers",
@@ -218,11 +214,19 @@ def add_limit_options(p: argparse.ArgumentParser) -> None:
     )
     limits.add_argument("--retries", type=int, metavar="N", help="attempts of an operation that fails transiently")
     limits.add_argument(
-        "--read-timeout", type=float, metavar="SECONDS", help="a connection silent this long is retried (default 300)"
+        "--read-timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"a connection silent this long is retried (default {HELP_READ_TIMEOUT:g})",
     )
 
 
 def _cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
+    from ._api import run_blocking
+    from ._cli_support import Reporter, credentials_from, options_from, write_report, write_text
+    from ._copier import Copier
+    from ._junit import junit_xml
+
     options = options_from(args)
     src_creds = credentials_from(args.src_creds, "ECRCOPY_SRC", "--src-creds")
     dst_creds = credentials_from(args.dest_creds, "ECRCOPY_DEST", "--dest-creds")
@@ -246,6 +250,11 @@ def _cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _ecr_and_gitlab(args: argparse.Namespace) -> tuple[EcrSource, GitLabDestination]:
+    from ._cli_support import credentials_from
+    from ._credentials import Credentials
+    from ._ecr import EcrSource
+    from ._gitlab import GitLabDestination
+
     env = os.environ
     source = EcrSource.from_env(
         env,
@@ -264,6 +273,23 @@ def _ecr_and_gitlab(args: argparse.Namespace) -> tuple[EcrSource, GitLabDestinat
 
 
 def _cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
+    from ._api import run_blocking
+    from ._cli_support import (
+        Reporter,
+        migration_options_from,
+        options_from,
+        print_archived,
+        print_plan,
+        print_table,
+        write_report,
+        write_text,
+    )
+    from ._copier import Copier
+    from ._junit import junit_xml
+    from ._migrate import migrate_with
+    from ._verify import verify_migration
+    from ._verify_report import render_verify_table
+
     options = options_from(args)
     migration = migration_options_from(args, os.environ)
     source, destination = _ecr_and_gitlab(args)
@@ -297,6 +323,13 @@ def _cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
+    from ._api import run_blocking
+    from ._cli_support import credentials_from, migration_options_from, options_from, print_plan, write_text
+    from ._copier import Copier
+    from ._migrate import MigrationReport
+    from ._verify import verify_migration, verify_repository
+    from ._verify_report import render_verify_table, verify_junit_xml
+
     options = options_from(args)
     if (args.source is None) != (args.destination is None):
         raise ConfigurationError("verify takes both SOURCE and DEST (copy form) or neither (migration form)")
@@ -342,6 +375,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
 
 
 def _configure_logging(debug: bool) -> None:
+    import logging  # here, not at the top: --version and --help need none of it
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("ecrcopy")
@@ -380,7 +415,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_USAGE
     except EcrcopyError as exc:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         print(f"ecrcopy: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE if exc.fatal else EXIT_FAILED
     except KeyboardInterrupt:
@@ -391,11 +426,19 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_INTERRUPTED
     except Exception as exc:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         print(f"ecrcopy: internal error: {exc.__class__.__name__}: {_one_line(str(exc))}", file=sys.stderr)
         print("ecrcopy: rerun with --debug for a traceback and report it", file=sys.stderr)
         return EXIT_USAGE
 
 
+def _print_traceback() -> None:
+    import traceback
+
+    traceback.print_exc()
+
+
 def _one_line(text: str) -> str:
+    from ._protocol import clean_text
+
     return clean_text(text, 2000)

@@ -9,26 +9,20 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from typing import TYPE_CHECKING, TextIO
 
 from ._cache import default_cache_path
 from ._credentials import CredentialsLike, parse_user_pass
 from ._exceptions import ConfigurationError
-from ._migrate import MigrationReport
 from ._options import CopyOptions
-from ._plan import MigrationOptions, parse_shard
 from ._report import CopyReport, ImageResult, ProgressEvent
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    # Only migrate and verify need these (the migration imports the ECR client): imported where used.
+    from ._migrate import MigrationReport
+    from ._plan import MigrationOptions
 
 
 def _size(n: float) -> str:
@@ -112,6 +106,17 @@ class Reporter:
 
     def __enter__(self) -> Reporter:
         if self.out.isatty() and not self.quiet:
+            # rich is some 60 modules: imported only when there is a progress display to show.
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
             progress = Progress(
                 TextColumn("[bold]images"),
                 BarColumn(),
@@ -233,6 +238,8 @@ def _parse_date(text: str) -> datetime:
 
 
 def migration_options_from(args: argparse.Namespace, env: Mapping[str, str]) -> MigrationOptions:
+    from ._plan import MigrationOptions, parse_shard
+
     if args.newest is not None and args.newest < 1:
         raise ConfigurationError("--newest must be at least 1")
     return MigrationOptions.from_env(
