@@ -35,6 +35,7 @@ __all__ = ["main"]
 # start; tests/test_startup.py checks that these copies (and the help text) equal the model's.
 HELP_IMAGE_CONCURRENCY = 4  # CopyOptions.image_concurrency
 HELP_READ_TIMEOUT = 300.0  # CopyOptions.read_timeout
+HELP_SHARD_WAIT = 300.0  # MigrationOptions.shard_wait
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
@@ -153,6 +154,13 @@ def add_migration_arguments(migrate: argparse.ArgumentParser) -> None:
     sel.add_argument("--pushed-since", metavar="DATE", help="images pushed at or after DATE (ISO 8601)")
     sel.add_argument("--shard", metavar="I/N", help="this job's share (default: CI_NODE_INDEX/CI_NODE_TOTAL)")
     sel.add_argument(
+        "--shard-wait",
+        type=float,
+        metavar="SECONDS",
+        help="sharded runs: how long to wait for the shard that owns a shared blob to upload it, then mount it "
+        f"from there, before uploading it here (default {HELP_SHARD_WAIT:g}; 0: never wait)",
+    )
+    sel.add_argument(
         "--untagged",
         choices=("skip", "tag"),
         default="skip",
@@ -213,6 +221,11 @@ def add_limit_options(p: argparse.ArgumentParser) -> None:
         help="start at most N requests a second to HOST ('*' for every host; repeatable)",
     )
     limits.add_argument("--retries", type=int, metavar="N", help="attempts of an operation that fails transiently")
+    limits.add_argument(
+        "--http-backend",
+        choices=("aiohttp", "httpx"),
+        help="HTTP stack: aiohttp (default; compiled, less CPU) or httpx's own (used anyway behind a proxy variable)",
+    )
     limits.add_argument(
         "--read-timeout",
         type=float,

@@ -68,6 +68,8 @@ def options_from(args: argparse.Namespace) -> CopyOptions:
         if not args.read_timeout > 0:
             raise ConfigurationError("--read-timeout must be a positive number of seconds")
         values["read_timeout"] = args.read_timeout
+    if getattr(args, "http_backend", None):
+        values["http_backend"] = args.http_backend
     values["max_connections"] = {h: int(n) for h, n in _host_values(args.max_connections, "--max-connections", int)}
     values["max_requests_per_second"] = dict(
         _host_values(args.max_requests_per_second, "--max-requests-per-second", float)
@@ -253,6 +255,7 @@ def migration_options_from(args: argparse.Namespace, env: Mapping[str, str]) -> 
         mapping=read_mapping_file(args.mapping_file) if args.mapping_file else None,
         shard=parse_shard(args.shard) if args.shard else None,
         untagged=args.untagged,
+        shard_wait=args.shard_wait,
         dry_run=getattr(args, "dry_run", False),
     )
 

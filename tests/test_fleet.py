@@ -8,7 +8,6 @@ with its own blob-location cache (separate machines share nothing but the regist
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 from collections import Counter
@@ -23,7 +22,7 @@ import ecrcopy
 from ecrcopy._fleet import BlobOwner, FleetBlobs, assign_blob_owners, blobs_of_manifests
 from ecrcopy.testing import Blob, EcrEmulator, GitLabEmulator, oci_image, oci_index
 
-from .test_migrate import cli_env, digest_at, source_digest
+from .test_migrate import cli_env, digest_at, migrate, source_digest
 
 REPOS = [f"team/svc{i}" for i in range(6)]
 
@@ -168,25 +167,23 @@ def test_concurrent_shards_upload_each_shared_blob_once(tmp_path: Path, shared: 
 
 
 def test_a_shard_whose_owner_never_comes_uploads_after_the_bounded_wait(
-    tmp_path: Path,
-    shared: tuple[EcrEmulator, set[str]],
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, shared: tuple[EcrEmulator, set[str]]
 ) -> None:
     ecr, unique = shared
     with GitLabEmulator(tmp_path / "gitlab") as gl:
-        for key, value in cli_env(ecr, gl).items():
-            monkeypatch.setenv(key, value)
-        source = ecrcopy.EcrSource.from_env()
-        destination = ecrcopy.GitLabDestination.from_env()
-        caplog.set_level(logging.INFO, logger="ecrcopy")
-        reports = {}
-        for index in (2, 1):  # shard 2 alone first: shard 1 owns the shared base layers and is not there
-            options = ecrcopy.MigrationOptions(shard=ecrcopy.Shard(index, 2), shard_wait=1.0)
-            reports[index] = ecrcopy.migrate(source, destination, options, copy_options=ecrcopy.CopyOptions())
-        assert all(r.ok for r in reports.values())
-        assert any("did not upload" in m and "within 1 s" in m for m in caplog.messages)
-        assert sum(1 for m in caplog.messages if "did not upload" in m) == 1  # one wait, then no more
-        done = uploads(gl)
-        assert set(done) == unique
-        assert sum(r.totals.blobs_uploaded for r in reports.values()) >= len(unique)
+        env = cli_env(ecr, gl, XDG_CACHE_HOME=str(tmp_path / "c2"))
+        # shard 2 alone: shard 1 owns the shared base layers and never comes
+        alone = migrate("--shard", "2/2", "--shard-wait", "1", "--report", str(tmp_path / "r2.json"), env=env)
+        assert alone.returncode == 0, alone.stderr
+        warnings = [line for line in alone.stderr.splitlines() if "did not upload" in line]
+        assert len(warnings) == 1 and "within 1 s" in warnings[0]  # one wait, then no more
+        late = migrate(
+            "--shard", "1/2", "--report", str(tmp_path / "r1.json"), env={**env, "XDG_CACHE_HOME": str(tmp_path / "c1")}
+        )
+        assert late.returncode == 0, late.stderr
+        reports = [json.loads((tmp_path / f"r{i}.json").read_text()) for i in (1, 2)]
+        assert set(uploads(gl)) == unique
+        assert sum(r["totals"]["blobs_uploaded"] for r in reports) >= len(unique)
+        for repo in REPOS:
+            for tag in ("v0", "v1"):
+                assert digest_at(gl, repo, tag) == source_digest(ecr, repo, tag)

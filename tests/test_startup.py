@@ -286,6 +286,7 @@ def test_help_defaults_equal_the_model_defaults(tmp_path: Path, monkeypatch: pyt
     copy_defaults = CopyOptions()
     assert copy_defaults.image_concurrency == _cli.HELP_IMAGE_CONCURRENCY
     assert copy_defaults.read_timeout == _cli.HELP_READ_TIMEOUT
+    assert MigrationOptions().shard_wait == _cli.HELP_SHARD_WAIT
     commands = _subparsers(_cli.build_parser())
     for name, parser in commands.items():
         concurrency = _option(parser, "--concurrency").help or ""
