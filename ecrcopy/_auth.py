@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import anyio
 import httpx
@@ -183,6 +183,32 @@ class Authenticator:
             return {"Authorization": creds.basic_header()} if creds else {}  # basic_header() validates
         token = await self._token(challenge, scopes)
         return {"Authorization": f"Bearer {token.token}"}
+
+    async def prefetch(self, scope_sets: Iterable[frozenset[Scope]], *, concurrency: int = 4) -> None:
+        """Fetch a token for each of ``scope_sets`` now (each set may span several repositories),
+        so that requests needing any part of a set find a token that covers it.
+
+        A run touching hundreds of repositories then asks the token service a few times instead of
+        once per repository. Best effort: a failure here is logged, and each request still gets
+        its own token later.
+        """
+        await self.ping()
+        if self._challenge is None or self._challenge.scheme != "bearer":
+            return
+        limiter = anyio.CapacityLimiter(concurrency)
+
+        async def one(scopes: frozenset[Scope]) -> None:
+            async with limiter:
+                try:
+                    await self.headers(scopes)
+                except EcrcopyError as exc:
+                    if exc.fatal:
+                        raise
+                    log.debug("token prefetch for %d scopes of %s failed: %s", len(scopes), self.host, exc)
+
+        async with anyio.create_task_group() as tg:
+            for scopes in scope_sets:
+                tg.start_soon(one, scopes)
 
     def unauthorized(self, response: httpx.Response, scopes: frozenset[Scope]) -> bool:
         """React to a 401 from the registry's own origin on a request that carried our credentials.

@@ -61,6 +61,9 @@ class _ImageWork:
     def __init__(self, source: str, destination: str) -> None:
         self.result = ImageResult(source=source, destination=destination, status="planned")
         self.started = time.monotonic()
+        #: the destination tag was HEADed already (``existing`` is its answer)
+        self.checked = False
+        self.existing: ManifestInfo | None = None
 
 
 class Copier:
@@ -275,9 +278,11 @@ class Copier:
             hints = (referrer_hints or {}).get(src.repository) or ReferrerHints()
             results[index] = await self._copy_one(src, dst, src_client, dst_client, dry_run=dry_run, hints=hints)
 
+        # more pairs in progress than image slots: those whose tag is up to date finish with one
+        # HEAD while others copy; the slots bound the copies themselves
         await run_all(
             [lambda i=i, s=s, d=d: one(i, s, d) for i, (s, d) in enumerate(pairs)],  # type: ignore[misc]
-            self.options.image_concurrency,
+            max(self.options.image_concurrency, self.options.connections_per_host),
         )
         return [r for r in results if r is not None]
 
@@ -297,10 +302,11 @@ class Copier:
         result = work.result
         emit(self._on_event, ProgressEvent("image_started", result.source, result.destination))
         try:
-            async with self._image_slots:
-                await self._copy_image_tree(
-                    src, dst, src_client, dst_client, work, dry_run=dry_run, hints=hints or ReferrerHints()
-                )
+            hints = hints or ReferrerHints()
+            # an unchanged tag is settled by one HEAD, outside the image slots (which bound copies)
+            if not await self._known_up_to_date(src, dst, dst_client, work, dry_run=dry_run, hints=hints):
+                async with self._image_slots:
+                    await self._copy_image_tree(src, dst, src_client, dst_client, work, dry_run=dry_run, hints=hints)
         except EcrcopyError as exc:
             if exc.fatal:
                 raise
@@ -318,6 +324,33 @@ class Copier:
         emit(self._on_event, ProgressEvent("image_finished", result.source, result.destination, result=result))
         return result
 
+    async def _known_up_to_date(
+        self,
+        src: Reference,
+        dst: Reference,
+        dst_client: RegistryClient,
+        work: _ImageWork,
+        *,
+        dry_run: bool,
+        hints: ReferrerHints,
+    ) -> bool:
+        """When the source digest is known (a migration plan has it from ECR), one destination HEAD
+        settles an unchanged tag, with no request to the source. True when the image is done."""
+        if src.digest is None or dst.digest is not None:
+            return False
+        work.existing = await dst_client.head_manifest(dst.repository, dst.tag or src.digest)
+        work.checked = True
+        if work.existing is None or work.existing.digest != src.digest:
+            return False
+        if not (dry_run or not self.options.referrers or hints.none_to_copy()):
+            return False  # signatures added since the last run still come: read the manifest
+        result = work.result
+        result.digest = src.digest
+        result.media_type = work.existing.media_type
+        result.status = "skipped"
+        result.reason = "up-to-date"
+        return True
+
     async def _copy_image_tree(
         self,
         src: Reference,
@@ -332,28 +365,14 @@ class Copier:
         result = work.result
         reference = src.reference
         assert reference is not None
-        existing: ManifestInfo | None = None
-        checked = False
-        if src.digest is not None and dst.digest is None:
-            # the source digest is known (a migration plan has it from ECR): one destination HEAD
-            # settles an unchanged tag, with no request to the source
-            existing = await dst_client.head_manifest(dst.repository, dst.tag or src.digest)
-            checked = True
-            up_to_date = existing is not None and existing.digest == src.digest
-            if up_to_date and (dry_run or not self.options.referrers or hints.none_to_copy()):
-                assert existing is not None
-                result.digest = src.digest
-                result.media_type = existing.media_type
-                result.status = "skipped"
-                result.reason = "up-to-date"
-                return
+        existing = work.existing
         manifest = await src_client.get_manifest(src.repository, reference)
         result.digest = manifest.digest
         result.media_type = manifest.media_type
         target = dst.tag or manifest.digest
         if dst.digest is not None and dst.digest != manifest.digest:
             raise ConfigurationError(f"{dst}: source {src} is {manifest.digest}, not the destination digest")
-        if not checked:
+        if not work.checked:
             existing = await dst_client.head_manifest(dst.repository, target)
         if existing is not None and existing.digest == manifest.digest:
             result.status = "skipped"

@@ -19,7 +19,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -277,8 +277,17 @@ class EcrApi:
         raise ConfigurationError("cannot tell the ECR registry: set AWS_ACCOUNT_ID or --registry-id")
 
 
-async def inventory(api: EcrApi, *, concurrency: int = 8) -> list[EcrRepository]:
-    """Every repository and image, DescribeImages for several repositories at a time."""
+async def inventory(
+    api: EcrApi,
+    *,
+    concurrency: int = 8,
+    then: Callable[[EcrRepository], Awaitable[EcrRepository]] | None = None,
+) -> list[EcrRepository]:
+    """Every repository and image, DescribeImages for several repositories at a time.
+
+    ``then`` completes each repository as soon as it is listed (while others are still being
+    listed), e.g. with what its indexes say.
+    """
     names = await anyio.to_thread.run_sync(api.repositories)
     limiter = anyio.CapacityLimiter(concurrency)
     results: dict[str, EcrRepository] = {}
@@ -286,7 +295,8 @@ async def inventory(api: EcrApi, *, concurrency: int = 8) -> list[EcrRepository]
 
     async def one(name: str) -> None:
         try:
-            results[name] = await anyio.to_thread.run_sync(api.images, name, limiter=limiter)
+            repository = await anyio.to_thread.run_sync(api.images, name, limiter=limiter)
+            results[name] = await then(repository) if then is not None else repository
         except NotFound:
             log.warning("repository %s disappeared during enumeration", name)
         except EcrcopyError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -33,6 +34,7 @@ from ._plan import (
     referrer_hints,
     select_repositories,
 )
+from ._protocol import Scope
 from ._reference import Reference, is_loopback_host
 from ._referrers import ReferrerHints
 from ._report import CopyReport, ImageResult, ProgressEvent
@@ -112,7 +114,7 @@ async def prepare_migration(
     await src_client.auth.ping()
 
     try:
-        repositories = await inventory(api)
+        repositories = await inventory(api, then=_index_reader(copier, api, options))
     except EcrcopyError as exc:
         if exc.fatal:
             raise
@@ -126,7 +128,6 @@ async def prepare_migration(
             )
         options = options.model_copy(update={"max_depth": options.max_depth - extra})
     options = options.model_copy(update={"referrers": copier.options.referrers})
-    repositories = await _with_index_children(copier, api, repositories, options)
     plan = build_plan(repositories, options)
     hints = {r.name: referrer_hints(r) for r in repositories if r.name in plan.destinations}
     pairs, unusable = _pairs(plan, src_host, prefix)
@@ -155,6 +156,7 @@ async def run_migration(
     )
     hints = prepared.hints
     report.plan = plan.summary
+    await dst_client.auth.prefetch(token_batches(prefix.repository, plan, write=not options.dry_run))
     if options.dry_run:
         report.images.extend(await _dry_run(copier, dst_client, plan, pairs))
     else:
@@ -203,6 +205,20 @@ async def _share_blobs(copier: Copier, prepared: PreparedMigration, options: Mig
     copier.share_blobs(fleet)
 
 
+#: Destination repositories per prefetched token (GitLab grants every scope it may in one token).
+TOKEN_BATCH = 10
+
+
+def token_batches(prefix: str, plan: Plan, *, write: bool) -> list[frozenset[Scope]]:
+    """The plan's destination repositories in groups of :data:`TOKEN_BATCH`, as token scopes:
+    a few token requests for the whole run instead of one per repository."""
+    repositories = sorted({f"{prefix}/{image.destination}" for image in plan.images})
+    scope = push_scope if write else pull_scope
+    return [
+        frozenset(scope(r) for r in repositories[i : i + TOKEN_BATCH]) for i in range(0, len(repositories), TOKEN_BATCH)
+    ]
+
+
 def restore_command(region: str, registry_id: str | None, skipped: SkippedTag) -> str:
     """The AWS CLI command that restores an archived image (an action outside ecrcopy's seven)."""
     registry = f" --registry-id {registry_id}" if registry_id else ""
@@ -224,33 +240,29 @@ def skip_message(reason: str, restore: str) -> str:
     return "ECR tag is not a valid OCI tag (at most 128 of [A-Za-z0-9_.-], not starting with . or -)"
 
 
-async def _with_index_children(
-    copier: Copier, api: EcrApi, repositories: list[EcrRepository], options: MigrationOptions
-) -> list[EcrRepository]:
-    """Read the indexes of repositories with untagged images: what they list are index children,
-    not standalone images (DescribeImages does not tell them apart). ``BatchGetImage`` reads up to
-    100 a call; every shard reads the same."""
-    wanted = set(select_repositories([r.name for r in repositories], options))
+def _index_reader(
+    copier: Copier, api: EcrApi, options: MigrationOptions
+) -> Callable[[EcrRepository], Awaitable[EcrRepository]]:
+    """Completes a listed repository with untagged images with what its indexes list: those are
+    index children, not standalone images (DescribeImages does not tell them apart).
+    ``BatchGetImage`` reads up to 100 a call; every shard reads the same."""
     limiter = anyio.CapacityLimiter(copier.options.connections_per_host)
-    found: dict[str, dict[str, tuple[str, ...]]] = {}
 
-    async def read(repository: EcrRepository) -> None:
+    async def read(repository: EcrRepository) -> EcrRepository:
+        if not repository.needs_index_children() or not select_repositories([repository.name], options):
+            return repository
         digests = [
             image.digest
             for image in repository.images
             if (image.media_type or "") in INDEX_TYPES and image.status == "ACTIVE"
         ]
-        if not digests:
-            return
         try:
             manifests = await anyio.to_thread.run_sync(api.manifests, repository.name, digests, limiter=limiter)
         except EcrcopyError as exc:
             if exc.fatal:
                 raise
-            log.warning(
-                "cannot read the indexes of %s to tell their children from untagged images: %s", repository.name, exc
-            )
-            return
+            log.warning("cannot read the indexes of %s to tell children from untagged images: %s", repository.name, exc)
+            return repository
         children: dict[str, tuple[str, ...]] = {}
         for digest, (raw, media_type) in manifests.items():
             try:
@@ -258,18 +270,11 @@ async def _with_index_children(
                 children[digest] = tuple(d.digest for d in manifest.index.manifests) if manifest.is_index else ()
             except EcrcopyError as exc:
                 log.warning(
-                    "cannot read index %s@%s to tell its children from untagged images: %s",
-                    repository.name,
-                    digest,
-                    exc,
+                    "cannot read index %s@%s to tell children from untagged images: %s", repository.name, digest, exc
                 )
-        found[repository.name] = children
+        return dataclasses.replace(repository, index_children=children)
 
-    async with anyio.create_task_group() as tg:
-        for repository in repositories:
-            if repository.name in wanted and repository.needs_index_children():
-                tg.start_soon(read, repository)
-    return [dataclasses.replace(r, index_children=found[r.name]) if r.name in found else r for r in repositories]
+    return read
 
 
 def _provider(destination: GitLabDestination) -> CredentialProvider:
