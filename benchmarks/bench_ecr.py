@@ -100,6 +100,7 @@ directories and every process are cleaned up in all cases.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -213,8 +214,24 @@ class Bench:
             password = ecr_password(self.source)  # GetAuthorizationToken, outside the measured run
             return skopeo_sync_commands(self.source, dest, self.repos(), password, home)
         report = home / "report.json"
-        argv = ["migrate", "--quiet", "--report", str(report), *extra]
-        return [ecrcopy_command(argv, self.source, dest, home, f"ecrcopy migrate ({name})")]
+        argv = ["migrate", "--quiet", "--report", str(report), *self.args.ecrcopy_arg, *extra]
+        command = ecrcopy_command(argv, self.source, dest, home, f"ecrcopy migrate ({name})")
+        if self.args.profile is not None:  # py-spy samples the run (its own CPU is not the tool's)
+            self.args.profile.mkdir(parents=True, exist_ok=True)
+            out = self.args.profile / f"{home.name}.{self.args.profile_format}"
+            spy = [
+                shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--rate",
+                "250",
+                "--format",
+                self.args.profile_format,
+                "--output",
+                str(out),
+                "--",
+            ]
+            command = dataclasses.replace(command, argv=[*spy, *command.argv])
+        return [command]
 
     def phase(
         self,
@@ -750,6 +767,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="also write the markdown here")
     parser.add_argument("--json", type=Path, help="write the raw numbers here (default: stderr)")
     parser.add_argument("--workdir", type=Path, help="parent of the temporary directory (default: $TMPDIR)")
+    parser.add_argument(
+        "--ecrcopy-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for every 'ecrcopy migrate' (repeatable), e.g. --ecrcopy-arg=--http-backend=httpx",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run every 'ecrcopy migrate' under py-spy and write one profile per run into DIR "
+        "(pip install py-spy; the timings then include its sampling)",
+    )
+    parser.add_argument(
+        "--profile-format", choices=("flamegraph", "speedscope", "raw"), default="flamegraph", help="py-spy's format"
+    )
     args = parser.parse_args(argv)
     for name in ("reps", "repos", "tags", "scale_repos", "scale_tags", "large_mib", "shards"):
         if getattr(args, name) < 1:

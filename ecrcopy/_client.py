@@ -195,6 +195,9 @@ class RegistryClient:
             # ``identity``: bodies arrive as the registry stores them, so digests are of the real bytes
             headers={"User-Agent": "ecrcopy", "Accept-Encoding": "identity"},
         )
+        # no cookie jar: registries need none, and a jar carries one answer's state into later requests
+        # (httpx would also parse every response for cookies, a visible share of a run's CPU)
+        self.http.cookies.extract_cookies = _keep_no_cookies  # type: ignore[method-assign]
         self.auth = Authenticator(
             host,
             self.base_url,
@@ -742,6 +745,10 @@ class RegistryClient:
         echoed = reply.headers.get("docker-content-digest")
         if echoed and echoed != digest:
             raise DigestMismatch(f"registry stored the blob as {clean_text(echoed, 140)}, expected {digest}")
+
+
+def _keep_no_cookies(response: httpx.Response) -> None:
+    """Stands in for ``httpx.Cookies.extract_cookies``: ``Set-Cookie`` is ignored."""
 
 
 def chunk_length(configured: int, minimum: int | None) -> int:

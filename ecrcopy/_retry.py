@@ -7,8 +7,8 @@ one re-authentication, 401 ``insufficient_scope`` and every fatal error.
 
 How: exponential backoff with full jitter (:meth:`CopyOptions.backoff_delay`), at least the
 server's ``Retry-After``; at most ``CopyOptions.retries`` attempts, and no new attempt later than
-``CopyOptions.operation_deadline`` after the first. The loop itself is tenacity's; this module
-only says what to retry, how long to wait and what to count.
+``CopyOptions.operation_deadline`` after the first. The loop is a plain one: it wraps every request
+of a run, and a first attempt that succeeds costs nothing more than the call itself.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
-import tenacity
 
 from ._exceptions import EcrcopyError, RateLimited, RegistryServerError, TransferError
 from ._options import CopyOptions
@@ -74,29 +73,20 @@ class RetryPolicy:
         The last failure is raised as it was (an :class:`~ecrcopy.EcrcopyError`).
         """
 
-        def wait(state: tenacity.RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome is not None else None
-            return self.delay(state.attempt_number, exc)
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome is not None else None
-            delay = state.next_action.sleep if state.next_action is not None else 0.0
-            self._record(state.attempt_number, exc, delay, what=what, host=host)
-
-        retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(self.options.retries)
-            | tenacity.stop_after_delay(self.options.operation_deadline),
-            wait=wait,
-            retry=tenacity.retry_if_exception(is_transient),
-            before_sleep=before_sleep,
-            sleep=anyio.sleep,
-            reraise=True,
-        )
-
-        async def call() -> T:  # a coroutine function for tenacity, whatever callable ``operation`` is
-            return await operation()
-
-        return await retrying(call)
+        started = anyio.current_time()
+        attempt = 1
+        while True:
+            try:
+                return await operation()
+            except EcrcopyError as exc:
+                if not is_transient(exc) or attempt >= self.options.retries:
+                    raise
+                if anyio.current_time() - started >= self.options.operation_deadline:
+                    raise
+                delay = self.delay(attempt, exc)
+                self._record(attempt, exc, delay, what=what, host=host)
+                await anyio.sleep(delay)
+                attempt += 1
 
     async def pause(self, attempt: int, exc: EcrcopyError, *, what: str, host: str) -> None:
         """Wait before attempt ``attempt + 1`` of a loop that resumes rather than repeats (uploads)."""
