@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import anyio
 import sniffio
@@ -40,10 +40,27 @@ def run_blocking(name: str, func: Callable[[], Awaitable[T]]) -> T:
             f"use 'async with ecrcopy.Copier(...) as copier: await copier.{name}(...)' instead"
         )
 
-    async def main() -> T:
-        return await func()
+    async def main() -> _Boxed[T]:
+        return _Boxed(await func())
 
-    return anyio.run(main)
+    return anyio.run(main).value
+
+
+class _Boxed(Generic[T]):
+    """The result of :func:`run_blocking`'s main task, with a repr that costs nothing.
+
+    On its way out, Python 3.11's ``asyncio.Runner`` restores the SIGINT handler, and ``signal``
+    formats the handler it replaces, a partial naming the main task, whose repr includes the
+    task's result: the whole report, 5 % of a 160-image migration's CPU and more for bigger runs.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<result>"
 
 
 async def _with_copier(

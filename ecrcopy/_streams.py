@@ -18,6 +18,7 @@ import httpx
 from ._exceptions import DigestMismatch, EcrcopyError, RegistryError, TransferError
 from ._models import new_hasher
 from ._protocol import clean_text
+from ._transport import LARGE_PIECES
 
 __all__ = [
     "StreamReader",
@@ -107,7 +108,7 @@ async def raw_chunks(response: httpx.Response, size: int, what: str) -> AsyncIte
         yield response.content
         return
     # a transport that already hands over large pieces needs no re-chunking (which copies each piece)
-    chunk_size = None if getattr(response.stream, "large_pieces", False) else size
+    chunk_size = None if response.extensions.get(LARGE_PIECES) else size
     try:
         async for chunk in response.aiter_raw(chunk_size):
             yield chunk

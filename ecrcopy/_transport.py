@@ -36,12 +36,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
-import sniffio
 
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["AiohttpTransport", "default_transport", "proxy_configured"]
+__all__ = ["LARGE_PIECES", "AiohttpTransport", "default_transport", "proxy_configured"]
 
 #: The response headers of one answer may be this long (aiohttp's default is 8 KiB per line).
 MAX_HEADER_LINE = 64 * 1024
@@ -49,6 +48,8 @@ MAX_HEADER_LINE = 64 * 1024
 READ_BUFFER = 1024 * 1024
 #: Response bodies are handed on in pieces of at least this size (fewer, larger writes and hash updates).
 PIECE = 1024 * 1024
+#: A response extension saying the body comes in large pieces: readers need not re-chunk it.
+LARGE_PIECES = "ecrcopy.large_pieces"
 
 _PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")
 
@@ -130,7 +131,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     # ------------------------------------------------------------------ requests
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if sniffio.current_async_library() != "asyncio":
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio (trio): aiohttp cannot run here
             return await self._httpx_transport().handle_async_request(request)
         if self._closed:
             raise RuntimeError("the transport has been closed")
@@ -152,31 +155,42 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 headers = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
                 chunked = True
             data = None
-        body: _Body | None = None
-        with anyio.CancelScope() as scope:
-            if streamed and isinstance(request.stream, httpx.AsyncByteStream):
-                body = _Body(request.stream, scope, write_timeout)
-                data = aiter(body)
-                scope.deadline = _deadline(write_timeout)
-            with _mapped(request, during="send", body=body):
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=timeouts.get("pool"),
+            sock_connect=timeouts.get("connect"),
+            sock_read=timeouts.get("read"),
+        )
+        url = yarl.URL(str(request.url), encoded=True)
+        if not (streamed and isinstance(request.stream, httpx.AsyncByteStream)):
+            with _mapped(request, during="send"):
                 response = await session.request(
                     request.method,
-                    yarl.URL(str(request.url), encoded=True),
+                    url,
                     headers=headers,
                     data=data,
-                    chunked=chunked or None,
                     allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(
-                        total=None,
-                        connect=timeouts.get("pool"),
-                        sock_connect=timeouts.get("connect"),
-                        sock_read=timeouts.get("read"),
-                    ),
+                    timeout=timeout,
                     server_hostname=_sni(request),
                 )
-        if scope.cancelled_caught:
-            raise httpx.WriteTimeout("the server stopped taking the request body", request=request)
-        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        else:
+            with anyio.CancelScope() as scope:  # the write timeout of a streamed body
+                body = _Body(request.stream, scope, write_timeout)
+                scope.deadline = _deadline(write_timeout)
+                with _mapped(request, during="send", body=body):
+                    response = await session.request(
+                        request.method,
+                        url,
+                        headers=headers,
+                        data=aiter(body),
+                        chunked=chunked or None,
+                        allow_redirects=False,
+                        timeout=timeout,
+                        server_hostname=_sni(request),
+                    )
+            if scope.cancelled_caught:
+                raise httpx.WriteTimeout("the server stopped taking the request body", request=request)
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1", LARGE_PIECES: True}
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode("latin-1", "replace")
         return httpx.Response(
@@ -221,10 +235,7 @@ class _Body:
 
 class _ResponseStream(httpx.AsyncByteStream):
     """The body in pieces of at least :data:`PIECE` bytes (the last may be shorter), each joined
-    once from what the socket delivered: callers pass ``chunk_size=None`` (see :attr:`large_pieces`)."""
-
-    #: tells :func:`ecrcopy._streams.raw_chunks` that no re-chunking is needed
-    large_pieces = True
+    once from what the socket delivered (the response says so with :data:`LARGE_PIECES`)."""
 
     def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
         self._response = response
