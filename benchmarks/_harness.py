@@ -161,7 +161,7 @@ class Measured:
         return sum(self.server_cpu.values())
 
 
-def _hwm_mb(pid: int) -> float | None:
+def hwm_mb(pid: int) -> float | None:
     """Peak RSS of a running program image (VmHWM), in MB; None once it has exited."""
     try:
         with open(f"/proc/{pid}/status") as status:
@@ -221,7 +221,7 @@ def measure(
                 n, command = queue.pop(0)
                 launch(n, command)
             for n, (proc, started, out, err) in list(running.items()):
-                hwm = _hwm_mb(proc.pid)
+                hwm = hwm_mb(proc.pid)
                 if hwm is not None:
                     peaks[n] = max(peaks[n], hwm)
                 code = proc.poll()

@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from _harness import hwm_mb  # benchmarks/ is on sys.path when run as a script
+
 from ecrcopy.testing import Blob, Image, Index, Registry, TokenServer, fetch_manifest, oci_image, oci_index, push
 
 MiB = 1024 * 1024
@@ -71,18 +73,6 @@ def seed(source: Registry, repos: int, tags: int, base_mib: int) -> tuple[list[s
     return names, digests, sum(unique.values())
 
 
-def _hwm_mb(pid: int) -> float | None:
-    """Peak RSS of the running program image (VmHWM), in MB; None once it has exited."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
 def run_tool(tool: str, commands: list[list[str]], env: dict[str, str]) -> tuple[float, float, float, bool]:
     """Run commands one after another (as the tool is used): wall time, CPU of the children, peak RSS.
 
@@ -96,7 +86,7 @@ def run_tool(tool: str, commands: list[list[str]], env: dict[str, str]) -> tuple
     for command in commands:
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         while proc.poll() is None:
-            peak = max(peak, _hwm_mb(proc.pid) or 0.0)
+            peak = max(peak, hwm_mb(proc.pid) or 0.0)
             time.sleep(0.01)
         stderr = proc.stderr.read() if proc.stderr else ""
         if proc.returncode != 0:

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from . import _mediatypes as mt
 from ._credentials import Credentials
 from ._exceptions import AuthenticationError, ConfigurationError, Denied, EcrcopyError, NotFound, RegistryUnavailable
-from ._models import MAX_BLOB_SIZE
+from ._models import MAX_BLOB_SIZE, Manifest
 from ._plan import EcrImage, EcrRepository
 
 __all__ = ["ALLOWED_ACTIONS", "EcrApi", "EcrCredentials", "EcrSource"]
@@ -111,6 +111,8 @@ class EcrApi:
 
         self.source = source
         self.calls: list[str] = []
+        #: (repository, digest) -> what BatchGetImage returned: one read per manifest and run
+        self._manifests: dict[tuple[str, str], tuple[bytes, str | None]] = {}
         try:
             session = boto3.Session(profile_name=source.profile, region_name=source.region)
         except botocore.exceptions.ProfileNotFound as exc:
@@ -246,13 +248,16 @@ class EcrApi:
 
     def manifests(self, repository: str, digests: Sequence[str]) -> dict[str, tuple[bytes, str | None]]:
         """``BatchGetImage``: digest → (manifest bytes, media type) of the images of ``repository``
-        ECR could return (100 per call; images it could not return are left out, with a debug line)."""
-        found: dict[str, tuple[bytes, str | None]] = {}
+        ECR could return (100 per call; images it could not return are left out, with a debug line).
+
+        Each manifest is read once per :class:`EcrApi`: the migration's index reader and the
+        shards' blob planning ask for the same ones."""
         wanted = list(dict.fromkeys(digests))
-        for start in range(0, len(wanted), 100):
+        missing = [d for d in wanted if (repository, d) not in self._manifests]
+        for start in range(0, len(missing), 100):
             kwargs: dict[str, Any] = {
                 "repositoryName": repository,
-                "imageIds": [{"imageDigest": d} for d in wanted[start : start + 100]],
+                "imageIds": [{"imageDigest": d} for d in missing[start : start + 100]],
                 "acceptedMediaTypes": sorted(mt.MANIFEST_TYPES),
             }
             if self.source.registry_id:
@@ -262,10 +267,20 @@ class EcrApi:
                 digest = (image.get("imageId") or {}).get("imageDigest")
                 manifest = image.get("imageManifest")
                 if isinstance(digest, str) and isinstance(manifest, str):
-                    found[digest] = (manifest.encode(), image.get("imageManifestMediaType"))
+                    self._manifests[repository, digest] = (manifest.encode(), image.get("imageManifestMediaType"))
             for failure in reply.get("failures") or ():
                 log.debug("BatchGetImage %s: %s", repository, failure.get("failureCode"))
-        return found
+        return {d: self._manifests[repository, d] for d in wanted if (repository, d) in self._manifests}
+
+    def parsed_manifests(self, repository: str, digests: Sequence[str]) -> dict[str, Manifest]:
+        """:meth:`manifests`, parsed. A manifest that does not parse is left out, with a warning."""
+        parsed: dict[str, Manifest] = {}
+        for digest, (raw, media_type) in self.manifests(repository, digests).items():
+            try:
+                parsed[digest] = Manifest.from_bytes(raw, media_type)
+            except (EcrcopyError, ValueError) as exc:
+                log.warning("cannot read manifest %s@%s that BatchGetImage returned: %s", repository, digest, exc)
+        return parsed
 
     def data_plane_url(self, proxy_endpoint: str | None = None) -> str:
         if self.source.registry_url:

@@ -137,22 +137,15 @@ class FleetBlobs:
             pause = min(pause * 2, LONGEST_POLL)
 
 
-def blobs_of_manifests(manifests: Mapping[str, tuple[bytes, str | None]]) -> tuple[set[str], set[str]]:
-    """(blob digests, index children not among ``manifests``) of manifests as BatchGetImage returns them.
-
-    A manifest that does not parse is left out: it costs at most a second upload of its blobs.
-    """
+def blobs_of_manifests(manifests: Mapping[str, Manifest]) -> tuple[set[str], set[str]]:
+    """(blob digests, index children not among ``manifests``) of the manifests of one repository."""
     blobs: set[str] = set()
     children: set[str] = set()
-    for raw, media_type in manifests.values():
-        try:
-            manifest = Manifest.from_bytes(raw, media_type)
-            if manifest.is_index:
-                children.update(d.digest for d in manifest.index.manifests if d.media_type in mt.MANIFEST_TYPES)
-            elif not manifest.is_schema1:
-                blobs.update(d.digest for d in manifest.image.blobs)
-        except (EcrcopyError, ValueError) as exc:
-            log.debug("a manifest BatchGetImage returned does not parse: %s", exc)
+    for manifest in manifests.values():
+        if manifest.is_index:
+            children.update(d.digest for d in manifest.index.manifests if d.media_type in mt.MANIFEST_TYPES)
+        elif not manifest.is_schema1:
+            blobs.update(d.digest for d in manifest.image.blobs)
     return blobs, children - set(manifests)
 
 
@@ -161,8 +154,8 @@ async def plan_fleet(
 ) -> FleetBlobs:
     """The blob owners of every shard's repositories, from their manifests (``BatchGetImage``, 100 a call).
 
-    Every shard reads the same manifests and computes the same owners. Nested indexes are followed
-    to 8 levels.
+    Every shard reads the same manifests and computes the same owners (a manifest that does not
+    parse costs at most a second upload of its blobs). Nested indexes are followed to 8 levels.
     """
     limiter = anyio.CapacityLimiter(concurrency)
     usage: dict[str, set[str]] = {}
@@ -179,7 +172,7 @@ async def plan_fleet(
             if not wanted:
                 break
             seen.update(wanted)
-            manifests = await anyio.to_thread.run_sync(api.manifests, repository, wanted, limiter=limiter)
+            manifests = await anyio.to_thread.run_sync(api.parsed_manifests, repository, wanted, limiter=limiter)
             found, digests = blobs_of_manifests(manifests)
             blobs |= found
         usage[destination(repository)] = blobs

@@ -23,7 +23,6 @@ from ._exceptions import ConfigurationError, EcrcopyError, InvalidReference, Reg
 from ._fleet import plan_fleet
 from ._gitlab import GitLabDestination
 from ._mediatypes import INDEX_TYPES
-from ._models import Manifest
 from ._plan import (
     EcrRepository,
     MigrationOptions,
@@ -257,21 +256,16 @@ def _index_reader(
             if (image.media_type or "") in INDEX_TYPES and image.status == "ACTIVE"
         ]
         try:
-            manifests = await anyio.to_thread.run_sync(api.manifests, repository.name, digests, limiter=limiter)
+            manifests = await anyio.to_thread.run_sync(api.parsed_manifests, repository.name, digests, limiter=limiter)
         except EcrcopyError as exc:
             if exc.fatal:
                 raise
             log.warning("cannot read the indexes of %s to tell children from untagged images: %s", repository.name, exc)
             return repository
-        children: dict[str, tuple[str, ...]] = {}
-        for digest, (raw, media_type) in manifests.items():
-            try:
-                manifest = Manifest.from_bytes(raw, media_type)
-                children[digest] = tuple(d.digest for d in manifest.index.manifests) if manifest.is_index else ()
-            except EcrcopyError as exc:
-                log.warning(
-                    "cannot read index %s@%s to tell children from untagged images: %s", repository.name, digest, exc
-                )
+        children = {
+            digest: tuple(d.digest for d in manifest.index.manifests) if manifest.is_index else ()
+            for digest, manifest in manifests.items()
+        }
         return dataclasses.replace(repository, index_children=children)
 
     return read

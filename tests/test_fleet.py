@@ -19,7 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ecrcopy
+from ecrcopy._ecr import EcrApi
 from ecrcopy._fleet import BlobOwner, FleetBlobs, assign_blob_owners, blobs_of_manifests
+from ecrcopy._models import Manifest
 from ecrcopy.testing import Blob, EcrEmulator, GitLabEmulator, oci_image, oci_index
 
 from .test_migrate import cli_env, digest_at, migrate, source_digest
@@ -85,13 +87,34 @@ def test_blobs_of_manifests_reads_images_and_lists_index_children() -> None:
     index = oci_index([amd, arm])
     blobs, children = blobs_of_manifests(
         {
-            index.digest: (index.raw, index.media_type),
-            amd.digest: (amd.raw, amd.media_type),
-            "sha256:" + "f" * 64: (b"not json", None),
+            index.digest: Manifest.from_bytes(index.raw, index.media_type),
+            amd.digest: Manifest.from_bytes(amd.raw, amd.media_type),
         }
     )
     assert blobs == {b.digest for b in amd.blobs}
     assert children == {arm.digest}
+
+
+def test_each_manifest_is_read_once_per_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The index reader and the shards' blob planning share one BatchGetImage read per manifest."""
+    with EcrEmulator(tmp_path / "ecr") as ecr:
+        amd, arm = oci_image([10], seed=1, platform="linux/amd64"), oci_image([30], seed=2, platform="linux/arm64")
+        index = oci_index([amd, arm])
+        ecr.register_only("team/a", index, ["multi"])
+        ecr.register_only("team/a", amd, ["amd"])
+        for key, value in ecr.env().items():
+            monkeypatch.setenv(key, value)
+        api = EcrApi(ecrcopy.EcrSource.from_env())
+        ecr.reset_calls()
+        first = api.parsed_manifests("team/a", [index.digest])
+        assert set(first) == {index.digest} and first[index.digest].is_index
+        assert ecr.calls.count("BatchGetImage") == 1
+        both = api.manifests("team/a", [index.digest, amd.digest, index.digest])
+        assert both == {index.digest: (index.raw, index.media_type), amd.digest: (amd.raw, amd.media_type)}
+        assert ecr.calls.count("BatchGetImage") == 2  # only the amd64 manifest was still unread
+        api.manifests("team/a", [amd.digest, index.digest])
+        assert ecr.calls.count("BatchGetImage") == 2
+        assert api.manifests("team/a", ["sha256:" + "0" * 64]) == {}  # unknown: left out
 
 
 def seed_shared(ecr: EcrEmulator) -> set[str]:
