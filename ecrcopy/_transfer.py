@@ -1,12 +1,14 @@
-"""Blob transfer: HEAD, cross-repository mount, or streamed upload — each unique blob once.
+"""Blob transfer: present already, cross-repository mount, or streamed upload — each unique blob once.
 
 :class:`BlobTransferer` is shared by a whole run (a :class:`~ecrcopy.Copier`). It remembers in
 which destination repositories each blob is known to live, and allows at most one transfer per
 (destination registry, digest) at a time: whoever comes second waits, then mounts from the
-repository the first one filled. Bytes flow from the source response straight into the upload
-request, a piece at a time, so memory stays flat whatever the blob size. A blob up to
-``monolithic_threshold`` is retried whole; a bigger one goes up in chunks that resume
-(:mod:`ecrcopy._upload`).
+repository the first one filled. A blob with nowhere to mount it from is asked for with a mount
+from its own destination repository: one request that answers "there already" (201) or opens
+the upload session (202), where a HEAD and a POST would take two. Bytes flow from the source
+response straight into the upload request, a piece at a time, so memory stays flat whatever the
+blob size. A blob up to ``monolithic_threshold`` is retried whole; a bigger one goes up in chunks
+that resume (:mod:`ecrcopy._upload`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class BlobTransferer:
         self._upload_slots = anyio.CapacityLimiter(options.blob_concurrency)
         #: the blob owners of a sharded migration (:mod:`ecrcopy._fleet`)
         self.fleet: FleetBlobs | None = None
+        #: registries that refused a mount of a blob from the repository itself (see :meth:`_probe`)
+        self._no_self_mount: set[str] = set()
 
     def remember(self, host: str, repo: str, digest: str) -> None:
         """Record that ``digest`` lives in ``host/repo`` (so later copies may mount it from there)."""
@@ -104,17 +108,24 @@ class BlobTransferer:
         # a repository this run filled has it: a mount answers 201 whether or not ``dst_repo`` has
         # it already, so the HEAD would tell nothing new
         in_run = [r for r in self._known.get((dst.host, blob.digest), []) if r != dst_repo]
+        fleet = self.fleet
+        owner = fleet.owner_elsewhere(blob.digest, dst_repo) if fleet is not None and not in_run else None
+        hinted = self._hints.candidates(dst.host, blob.digest) if self._hints is not None else []
+        hinted = [r for r in hinted if r not in (dst_repo, *in_run)]
+        same_host = src.host == dst.host and src_repo != dst_repo
+        if not in_run and owner is None and not hinted and not same_host:
+            # nowhere to mount from: one request asks whether the repository has it and opens the upload
+            present, session = await self._probe(dst, dst_repo, blob.digest)
+            if present:
+                return BlobResult(BlobOutcome.EXISTING)
+            return await self._upload(src, src_repo, dst, dst_repo, blob, session, on_bytes)
         if not in_run and await dst.blob_exists(dst_repo, blob.digest):
             return BlobResult(BlobOutcome.EXISTING)
         candidates = list(in_run)
-        fleet = self.fleet
-        if not in_run and fleet is not None:  # another shard uploads it: wait for it, then mount
-            owner = fleet.owner_elsewhere(blob.digest, dst_repo)
-            if owner is not None and await fleet.wait_for(dst, owner, blob.digest):
-                candidates.insert(0, owner.repository)
-        if self._hints is not None:  # where earlier runs put it: worth a mount attempt
-            candidates += [r for r in self._hints.candidates(dst.host, blob.digest) if r not in (dst_repo, *candidates)]
-        if src.host == dst.host and src_repo != dst_repo and src_repo not in candidates:
+        if fleet is not None and owner is not None and await fleet.wait_for(dst, owner, blob.digest):
+            candidates.insert(0, owner.repository)  # another shard uploaded it: mount it from there
+        candidates += [r for r in hinted if r not in candidates]  # where earlier runs put it
+        if same_host and src_repo not in candidates:
             candidates.append(src_repo)
         location: str | None = None
         for from_repo in candidates[:3]:
@@ -129,6 +140,41 @@ class BlobTransferer:
             break  # 202: the registry opened an upload session instead; upload through it
         if in_run and location is None and await dst.blob_exists(dst_repo, blob.digest):
             return BlobResult(BlobOutcome.EXISTING)  # every mount failed: the HEAD skipped above
+        return await self._upload(src, src_repo, dst, dst_repo, blob, location, on_bytes)
+
+    async def _probe(self, dst: RegistryClient, repo: str, digest: str) -> tuple[bool, str | None]:
+        """(whether ``repo`` has the blob, an upload session when it has not), in one request.
+
+        A mount of the blob from ``repo`` into itself answers 201 when the repository has it and
+        202 with an open upload session when it has not (the registry found nothing to mount):
+        a HEAD and the upload's POST in one. A registry that refuses such a mount is asked with a
+        HEAD instead, for the rest of the run.
+        """
+        if dst.host not in self._no_self_mount:
+            try:
+                location = await dst.mount_blob(repo, digest, repo)
+            except RegistryError as exc:
+                if exc.fatal:
+                    raise
+                log.info("%s refuses to mount a blob from the repository itself (%s): HEAD first", dst.host, exc)
+                self._no_self_mount.add(dst.host)
+            except TransferError as exc:
+                log.debug("mount of %s into %s from itself failed: %s", digest, repo, exc)
+            else:
+                return location is None, location
+        return await dst.blob_exists(repo, digest), None
+
+    async def _upload(
+        self,
+        src: RegistryClient,
+        src_repo: str,
+        dst: RegistryClient,
+        dst_repo: str,
+        blob: Descriptor,
+        location: str | None,
+        on_bytes: Callable[[int], None] | None,
+    ) -> BlobResult:
+        """Stream ``blob`` up, through the open session ``location`` when there is one."""
         async with self._upload_slots:
             if blob.size > dst.options.monolithic_threshold:
                 await upload_resumable(

@@ -4,6 +4,8 @@
   destination manifest HEAD per tag settles it; nothing is read from the source, nothing written.
 * Within a run, a blob another repository of the same run received is mounted straight away: a
   mount answers 201 whether or not the repository has it, so a HEAD before it tells nothing.
+* A blob with nowhere to mount it from is asked for with a mount from its own repository: "there
+  already" (201) or an open upload session (202) in one request instead of a HEAD and a POST.
 """
 
 from __future__ import annotations
@@ -11,9 +13,16 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from urllib.parse import parse_qs
 
-from ecrcopy.testing import Blob, EcrEmulator, GitLabEmulator, oci_artifact, oci_image, oci_index
+import httpx
+import pytest
 
+from ecrcopy._models import Descriptor
+from ecrcopy._transfer import BlobOutcome, BlobTransferer
+from ecrcopy.testing import Blob, EcrEmulator, GitLabEmulator, oci_artifact, oci_image, oci_index, push
+
+from .test_client_mock import FAST, FakeRegistry, make_client, sha256
 from .test_migrate import cli_env, migrate
 
 
@@ -89,3 +98,60 @@ def test_a_blob_this_run_put_elsewhere_is_mounted_without_a_head_first(tmp_path:
             assert (repo, digest) not in heads, f"HEAD of {digest} in {repo} before mounting it"
         uploads = [r for r in log if r.method == "PUT" and r.status == 201 and "/blobs/uploads/" in r.path]
         assert len(uploads) == len({r.query for r in uploads})  # each blob uploaded once
+
+
+def test_a_blob_with_nowhere_to_mount_from_costs_no_head(tmp_path: Path) -> None:
+    """A fresh migration asks for each new blob with a mount from its own repository: 202 opens the
+    upload (no HEAD before it); blobs an interrupted run left in the repository answer 201 and are
+    not uploaded again."""
+    with EcrEmulator(tmp_path / "ecr") as ecr, GitLabEmulator(tmp_path / "gitlab") as gl:
+        leftover = oci_image([4000, 4100], seed=9)
+        ecr.add_image("app/d", leftover, ["v1"])
+        seed(ecr)
+        # an earlier run got the blobs of app/d into the destination, then stopped before its tag
+        push(gl.registry.url, f"{gl.project_path}/app/d", leftover, "partial", auth=gl.credentials)
+        gl.registry.reset()
+        env = cli_env(ecr, gl, XDG_CACHE_HOME=str(tmp_path / "cache"))
+        proc = migrate("--report", str(tmp_path / "r.json"), env=env)
+        assert proc.returncode == 0, proc.stderr
+        log = gl.registry.requests()
+        assert [r for r in log if r.method == "HEAD" and "/blobs/" in r.path] == []
+        self_mounts = [
+            r
+            for r in log
+            if r.method == "POST"
+            and parse_qs(r.query).get("from") == [r.path.removeprefix("/v2/").partition("/blobs/")[0]]
+        ]
+        assert {r.status for r in self_mounts} == {201, 202}
+        uploaded = {r.query for r in log if r.method == "PUT" and r.status == 201 and "/blobs/uploads/" in r.path}
+        for blob in leftover.blobs:
+            assert not any(blob.digest.replace(":", "%3A") in q for q in uploaded), "re-uploaded a present blob"
+        report = json.loads((tmp_path / "r.json").read_text())
+        assert all(i["status"] == "copied" for i in report["images"])
+        d = next(i for i in report["images"] if "/app/d:" in i["destination"])
+        assert d["blobs_uploaded"] == 0 and d["blobs_existing"] == len(leftover.blobs)
+
+
+@pytest.mark.anyio
+async def test_a_registry_refusing_a_mount_from_the_repository_itself_is_asked_with_a_head() -> None:
+    """An edge no real registry here produces: the mount from the repository itself is refused
+    (405). The transfer falls back to a HEAD, and does not ask that registry that way again."""
+    fake = FakeRegistry()
+    blob = b"layer bytes" * 100
+    digest = sha256(blob)
+    fake.routes[("POST", "/v2/team/app/blobs/uploads/")] = lambda r: httpx.Response(
+        405, json={"errors": [{"code": "UNSUPPORTED", "message": "mount not supported"}]}
+    )
+    fake.routes[("HEAD", f"/v2/team/app/blobs/{digest}")] = lambda r: httpx.Response(
+        200, headers={"Content-Length": str(len(blob))}
+    )
+    client = make_client(fake)
+    transferer = BlobTransferer(FAST)
+    descriptor = Descriptor(mediaType="application/vnd.oci.image.layer.v1.tar+gzip", digest=digest, size=len(blob))
+    for attempt in (1, 2):
+        transferer._known.clear()
+        result = await transferer.ensure(client, "team/app", client, "team/app", descriptor)
+        assert result.outcome is BlobOutcome.EXISTING, attempt
+    assert len(fake.calls("POST", "/v2/team/app/blobs/uploads/")) == 1  # refused once, then HEAD only
+    assert len(fake.calls("HEAD", f"/v2/team/app/blobs/{digest}")) == 2
+    await client.aclose()

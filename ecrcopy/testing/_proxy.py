@@ -134,10 +134,6 @@ class _HookServer(BackgroundHTTPServer):
 class _HookHandler(QuietHandler):
     """Request handling shared by the proxy and the stub: hook dispatch, canned answers, faults."""
 
-    #: Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm and the
-    #: peer's delayed ACK add ~40 ms to small responses.
-    disable_nagle_algorithm = True
-
     @property
     def owner(self) -> _HookServer:
         return cast(_HookServer, self.tracking_server.owner)
