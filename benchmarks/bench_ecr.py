@@ -100,7 +100,9 @@ directories and every process are cleaned up in all cases.
 from __future__ import annotations
 
 import argparse
+import compileall
 import dataclasses
+import importlib.util
 import itertools
 import json
 import os
@@ -810,6 +812,11 @@ def run(args: argparse.Namespace) -> int:
     if shutil.which("docker-registry") is None:
         print("docker-registry is not installed: run .ci/setup (make test installs it)", file=sys.stderr)
         return 2
+    # byte-compiled as an installed package is (pip compiles at install): with PYTHONDONTWRITEBYTECODE
+    # set, every run would otherwise compile the modules changed since their .pyc was written
+    spec = importlib.util.find_spec("ecrcopy")
+    if spec is not None and spec.origin:
+        compileall.compile_dir(str(Path(spec.origin).parent), quiet=1)
     workdir = Path(tempfile.mkdtemp(prefix="ecrcopy-bench-ecr-", dir=args.workdir))
     bench = Bench(args, workdir)
     sections: list[str] = []
