@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -59,8 +60,11 @@ async def test_mount_answered_202_uploads_through_the_session(source: Registry, 
 
     assert report.ok, report.failed()
     log = gitlab.requests()
-    mount_posts = [r for r in log if r.method == "POST" and "mount=" in r.query]
-    assert [r.status for r in mount_posts] == [202]
+    mounts = [parse_qs(r.query) | {"status": [r.status]} for r in log if r.method == "POST" and "mount=" in r.query]
+    from_one = [m for m in mounts if m["from"] == ["g/p/one"]]
+    assert [(m["mount"], m["status"]) for m in from_one] == [([shared], [202])]
+    # the two blobs with nowhere to mount from were asked for in g/p/two itself: not there, 202
+    assert sorted(m["status"][0] for m in mounts if m["from"] == ["g/p/two"]) == [202, 202]
     assert report.totals.blobs_mounted == 0 and report.totals.blobs_uploaded == 3
     assert gitlab.blob_uploads() == 3
     assert fetch_manifest(gitlab.url, "g/p/two", "v1", auth=DST_CREDS)[2] == second.digest
