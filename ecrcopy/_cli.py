@@ -189,6 +189,13 @@ def add_common_options(p: argparse.ArgumentParser, *, writes: bool = True) -> No
     add_limit_options(p)
     p.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
     p.add_argument("--quiet", "-q", action="store_true", help="only the summary")
+    p.add_argument(
+        "--progress-interval",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="without a terminal (a CI job log): print a progress line this often (default 30; 0: never)",
+    )
 
 
 def add_write_options(p: argparse.ArgumentParser) -> None:
@@ -236,14 +243,17 @@ def add_limit_options(p: argparse.ArgumentParser) -> None:
 
 def _cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
     from ._api import run_blocking
-    from ._cli_support import Reporter, credentials_from, options_from, write_report, write_text
+    from ._cli_support import Reporter, credentials_from, options_from, section, write_report, write_text
     from ._copier import Copier
     from ._junit import junit_xml
 
     options = options_from(args)
     src_creds = credentials_from(args.src_creds, "ECRCOPY_SRC", "--src-creds")
     dst_creds = credentials_from(args.dest_creds, "ECRCOPY_DEST", "--dest-creds")
-    with Reporter(out, quiet=args.quiet) as reporter:
+    with (
+        section(out, "copy", f"ecrcopy copy {args.source} -> {args.destination}"),
+        Reporter(out, quiet=args.quiet, interval=args.progress_interval) as reporter,
+    ):
 
         async def run() -> CopyReport:
             async with Copier(
@@ -258,7 +268,8 @@ def _cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
         write_report(args.report, report)
     if args.junit:
         write_text(args.junit, junit_xml(report, suite="ecrcopy copy"))
-    reporter.summary(report)
+    with section(out, "summary", "summary"):
+        reporter.summary(report)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
@@ -294,6 +305,7 @@ def _cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
         print_archived,
         print_plan,
         print_table,
+        section,
         write_report,
         write_text,
     )
@@ -310,7 +322,10 @@ def _cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
         raise ConfigurationError("--deep goes with --verify (or use 'ecrcopy verify --deep')")
     if args.verify and args.dry_run:
         raise ConfigurationError("--verify checks what a migration wrote: it cannot follow --dry-run")
-    with Reporter(out, quiet=args.quiet) as reporter:
+    with (
+        section(out, "copy", "ecrcopy migrate: copying"),
+        Reporter(out, quiet=args.quiet, interval=args.progress_interval) as reporter,
+    ):
 
         async def run() -> MigrationReport:
             async with Copier(options, on_event=reporter.on_event) as copier:
@@ -324,12 +339,15 @@ def _cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
         write_report(args.report, report)
     if args.junit:
         write_text(args.junit, junit_xml(report, suite="ecrcopy migrate"))
-    print_plan(out, report)
-    print_table(out, report)
-    print_archived(out, report)
-    reporter.summary(report)
+    with section(out, "plan", "plan", collapsed=True):
+        print_plan(out, report)
+    with section(out, "summary", "summary"):
+        print_table(out, report)
+        print_archived(out, report)
+        reporter.summary(report)
     if report.verification is not None:
-        print(render_verify_table(report.verification), file=out)
+        with section(out, "verify", "verify"):
+            print(render_verify_table(report.verification), file=out)
         if not report.verification.ok:
             return EXIT_FAILED
     return EXIT_OK if report.ok else EXIT_FAILED
@@ -337,7 +355,7 @@ def _cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
     from ._api import run_blocking
-    from ._cli_support import credentials_from, migration_options_from, options_from, print_plan, write_text
+    from ._cli_support import credentials_from, migration_options_from, options_from, print_plan, section, write_text
     from ._copier import Copier
     from ._migrate import MigrationReport
     from ._verify import verify_migration, verify_repository
@@ -365,18 +383,20 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
                 )
             return await verify_migration(copier, source, destination, migration, deep=args.deep)
 
-    report = run_blocking("verify", run)
+    with section(out, "verify", "ecrcopy verify"):
+        report = run_blocking("verify", run)
+        if not args.quiet:
+            for image in report.images:
+                print(f"{image.status:<10} {image.source} -> {image.destination} {(image.digest or '')[:19]}", file=out)
     if args.report:
         write_text(args.report, report.model_dump_json(indent=2) + "\n")
     if args.junit:
         write_text(args.junit, verify_junit_xml(report))
-    if not args.quiet:
-        for image in report.images:
-            print(f"{image.status:<10} {image.source} -> {image.destination} {(image.digest or '')[:19]}", file=out)
     if report.plan is not None:
-        stub = MigrationReport(plan=report.plan)
-        print_plan(out, stub)
-    print(render_verify_table(report), file=out)
+        with section(out, "plan", "plan", collapsed=True):
+            print_plan(out, MigrationReport(plan=report.plan))
+    with section(out, "summary", "summary"):
+        print(render_verify_table(report), file=out)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from ._cache import default_cache_path
+from ._cilog import human_size, in_gitlab_ci, progress_line, section_end, section_start
 from ._credentials import CredentialsLike, parse_user_pass
 from ._exceptions import ConfigurationError
 from ._options import CopyOptions
@@ -23,14 +26,6 @@ if TYPE_CHECKING:
     # Only migrate and verify need these (the migration imports the ECR client): imported where used.
     from ._migrate import MigrationReport
     from ._plan import MigrationOptions
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def credentials_from(flag: str | None, env_prefix: str, what: str) -> CredentialsLike:
@@ -93,18 +88,24 @@ def _host_values(items: list[str], flag: str, kind: Callable[[str], float]) -> l
 
 
 class Reporter:
-    """Progress on a TTY (images done/total, bytes uploaded, rate, ETA), else one plain line per image."""
+    """Progress on a TTY (images done/total, bytes uploaded, rate, ETA, a rich display); else one
+    plain line per finished image and, every ``interval`` seconds, a progress line (a CI job log)."""
 
-    def __init__(self, out: TextIO, *, quiet: bool) -> None:
+    def __init__(self, out: TextIO, *, quiet: bool, interval: float = 30.0) -> None:
         self.out = out
         self.quiet = quiet
+        self.interval = interval
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self.planned = 0
         self.started = 0
         self.finished = 0
+        self.failed = 0
         self.uploaded = 0
         self._t0 = time.monotonic()
+        self._lock = threading.Lock()  # the progress line's thread and the event loop both print
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def __enter__(self) -> Reporter:
         if self.out.isatty() and not self.quiet:
@@ -133,11 +134,34 @@ class Reporter:
             progress.start()
             self._progress = progress
             self._task = progress.add_task("images", total=None, transfer="")
+        elif not self.quiet and self.interval > 0:
+            self._ticker = threading.Thread(target=self._tick, name="ecrcopy-progress", daemon=True)
+            self._ticker.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
+        if self._ticker is not None:
+            self._stop.set()
+            self._ticker.join()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.print(self.progress_text())
+
+    def progress_text(self) -> str:
+        return progress_line(
+            done=self.finished,
+            total=max(self.started, self.planned, self.finished),
+            failed=self.failed,
+            uploaded=self.uploaded,
+            elapsed=time.monotonic() - self._t0,
+        )
+
+    def print(self, text: str) -> None:
+        with self._lock:
+            print(text, file=self.out, flush=True)
 
     def on_event(self, event: ProgressEvent) -> None:
         if event.kind == "images_planned":
@@ -146,6 +170,8 @@ class Reporter:
             self.started += 1
         elif event.kind == "image_finished" and event.result is not None:
             self.finished += 1
+            if event.result.status == "failed":
+                self.failed += 1
             self.line(event.result)
         elif event.kind == "bytes_uploaded":
             self.uploaded += event.bytes
@@ -156,7 +182,7 @@ class Reporter:
             self._task,
             total=max(self.started, self.planned, self.finished),
             completed=self.finished,
-            transfer=f"{_size(self.uploaded)} uploaded, {_size(rate)}/s",
+            transfer=f"{human_size(self.uploaded)} uploaded, {human_size(rate)}/s",
         )
 
     def line(self, r: ImageResult) -> None:
@@ -167,13 +193,13 @@ class Reporter:
         if r.status == "copied":
             detail = (
                 f"{r.blobs_uploaded} uploaded, {r.blobs_mounted} mounted, {r.blobs_existing} existing, "
-                f"{_size(r.bytes_uploaded)}"
+                f"{human_size(r.bytes_uploaded)}"
             )
         text = f"{r.status:<8} {r.source} -> {r.destination} {digest} {detail}".rstrip()
         if self._progress is not None:
             self._progress.console.print(text, markup=False, highlight=False)
         else:
-            print(text, file=self.out, flush=True)
+            self.print(text)
 
     def summary(self, report: CopyReport) -> None:
         t = report.totals
@@ -186,7 +212,7 @@ class Reporter:
                 if t.referrers_copied or t.referrers_existing or t.referrers_failed
                 else ""
             )
-            + f"; blobs: {t.blobs_uploaded} uploaded ({_size(t.bytes_uploaded)}), {t.blobs_mounted} mounted, "
+            + f"; blobs: {t.blobs_uploaded} uploaded ({human_size(t.bytes_uploaded)}), {t.blobs_mounted} mounted, "
             f"{t.blobs_existing} existing"
             + (
                 f"; {t.retries} retries ({t.rate_limited} after 429, {t.retry_wait_seconds:.1f}s waited)"
@@ -199,6 +225,19 @@ class Reporter:
         )
         for r in report.failed():
             print(f"FAILED {r.source} -> {r.destination}: {r.error}", file=self.out, flush=True)
+
+
+@contextmanager
+def section(out: TextIO, name: str, header: str, *, collapsed: bool = False) -> Iterator[None]:
+    """A collapsible section of a GitLab CI job log around what is printed inside; nothing elsewhere."""
+    if not in_gitlab_ci(os.environ):
+        yield
+        return
+    print(section_start(name, header, timestamp=int(time.time()), collapsed=collapsed), file=out, flush=True)
+    try:
+        yield
+    finally:
+        print(section_end(name, timestamp=int(time.time())), file=out, flush=True)
 
 
 def write_report(path: Path, report: CopyReport) -> None:
@@ -264,10 +303,10 @@ def print_plan(out: TextIO, report: MigrationReport) -> None:
     plan = report.plan
     line = (
         f"plan (shard {plan.shard}): {plan.repositories} of {plan.repositories_total} repositories, "
-        f"{plan.tags} tags, {plan.images} images, ~{_size(plan.estimated_bytes)} estimated"
+        f"{plan.tags} tags, {plan.images} images, ~{human_size(plan.estimated_bytes)} estimated"
     )
     if plan.already_present_bytes is not None:
-        line += f", ~{_size(plan.already_present_bytes)} already at the destination"
+        line += f", ~{human_size(plan.already_present_bytes)} already at the destination"
     extras = []
     if plan.referrers:
         goes = "goes with its image" if plan.referrers == 1 else "go with their images"
@@ -323,7 +362,10 @@ def print_table(out: TextIO, report: CopyReport) -> None:
     width = max(len("repository"), *(len(n) for n in rows))
     print(f"{'repository':<{width}}  copied  skipped  failed  planned  uploaded", file=out)
     for name, (copied, skipped, failed, planned, uploaded) in sorted(rows.items()):
-        print(f"{name:<{width}}  {copied:>6}  {skipped:>7}  {failed:>6}  {planned:>7}  {_size(uploaded):>8}", file=out)
+        print(
+            f"{name:<{width}}  {copied:>6}  {skipped:>7}  {failed:>6}  {planned:>7}  {human_size(uploaded):>8}",
+            file=out,
+        )
 
 
 def write_text(path: Path, text: str) -> None:
