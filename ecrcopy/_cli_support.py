@@ -175,6 +175,8 @@ class Reporter:
             self.line(event.result)
         elif event.kind == "bytes_uploaded":
             self.uploaded += event.bytes
+        elif event.kind == "repository_finished" and self._ticker is not None:
+            self.print(self.progress_text())  # a CI log also gets a progress line at each repository's end
         if self._progress is None or self._task is None:
             return
         rate = self.uploaded / max(time.monotonic() - self._t0, 1e-3)

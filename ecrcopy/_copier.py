@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -271,12 +272,19 @@ class Copier:
         """
         results: list[ImageResult | None] = [None] * len(pairs)
         emit(self._on_event, ProgressEvent("images_planned", "", "", total=len(pairs)))
+        left = Counter(f"{dst.registry}/{dst.repository}" for _, dst in pairs)  # images per destination repository
 
         async def one(index: int, src: Reference, dst: Reference) -> None:
             src_client = source_client or self.client(src.api_host, role="source")
             dst_client = destination_client or self.client(dst.api_host, role="destination")
             hints = (referrer_hints or {}).get(src.repository) or ReferrerHints()
             results[index] = await self._copy_one(src, dst, src_client, dst_client, dry_run=dry_run, hints=hints)
+            repository = f"{dst.registry}/{dst.repository}"
+            left[repository] -= 1
+            if left[repository] == 0:
+                emit(
+                    self._on_event, ProgressEvent("repository_finished", f"{src.registry}/{src.repository}", repository)
+                )
 
         # more pairs in progress than image slots: those whose tag is up to date finish with one
         # HEAD while others copy; the slots bound the copies themselves

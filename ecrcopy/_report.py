@@ -190,7 +190,9 @@ class CopyReport(BaseModel):
         return merged
 
 
-EventKind = Literal["images_planned", "image_started", "image_finished", "blob_finished", "bytes_uploaded"]
+EventKind = Literal[
+    "images_planned", "image_started", "image_finished", "repository_finished", "blob_finished", "bytes_uploaded"
+]
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,8 @@ class ProgressEvent:
     """A progress notification for UIs.
 
     ``images_planned`` with ``total`` when a batch of images is about to start;
-    ``image_started`` / ``image_finished`` (with ``result``) per image; ``blob_finished`` per blob
+    ``image_started`` / ``image_finished`` (with ``result``) per image; ``repository_finished``
+    when the last image of a destination repository in the batch is done; ``blob_finished`` per blob
     with ``outcome`` (``uploaded``, ``mounted`` or ``existing``) and its size in ``bytes``;
     ``bytes_uploaded`` as bytes stream to the destination.
     """

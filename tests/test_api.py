@@ -59,7 +59,9 @@ async def test_progress_events_and_shared_state(source: Registry, gitlab: Regist
     assert sorted(e.outcome or "" for e in finished) == ["mounted"] + ["uploaded"] * 5
     uploaded_bytes = sum(e.bytes for e in events if e.kind == "bytes_uploaded")
     assert uploaded_bytes == first.totals.bytes_uploaded + second.totals.bytes_uploaded
-    assert events[-1].result is not None and events[-1].result.status == "copied"
+    assert kinds.count("repository_finished") == 2  # one per copied repository, after its last image
+    assert events[-1].kind == "repository_finished" and events[-1].destination.endswith("/g/p/b")
+    assert events[-2].result is not None and events[-2].result.status == "copied"
 
 
 @pytest.mark.anyio

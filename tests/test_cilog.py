@@ -122,6 +122,7 @@ def test_ci_log_has_sections_steady_progress_lines_and_no_colour(source: Registr
     assert len(progress) >= 2, stdout
     done = [int(line.split()[1].split("/")[0]) for line in progress]
     assert done == sorted(done)  # steady, never backwards
+    assert progress[-1].startswith("progress: 12/12 images, 0 failed")  # the repository's end
     bad = [x for x in progress if not re.search(r"/(12|\?) images, 0 failed, .* uploaded, .*/s, .* elapsed, ETA ", x)]
     assert not bad, bad
     assert not any("blob" in line.lower() for line in progress)
@@ -146,8 +147,12 @@ def test_migration_log_folds_the_plan_and_has_every_phase(tmp_path: Path) -> Non
         ecr.add_image("app/a", oci_image([5000], seed=1), ["v1"])
         ecr.add_image("app/b", oci_image([5100], seed=2), ["v1", "v2"])
         env = cli_env(ecr, gl, GITLAB_CI="true", NO_COLOR="1")
-        status, stdout, stderr = run_raw("migrate", "--verify", "--progress-interval", "0.05", env=env, inherit=False)
+        # an interval longer than the run: the progress lines come from each repository's end
+        status, stdout, stderr = run_raw("migrate", "--verify", "--progress-interval", "600", env=env, inherit=False)
         assert status == 0, stderr
+        progress = [line for line in stdout.splitlines() if line.startswith("progress: ")]
+        assert len(progress) == 2, progress  # app/a (one tag) and app/b (two), in either order
+        assert progress[-1].startswith("progress: 3/3 images, 0 failed"), progress
         found = sections(stdout)
         assert [n for k, n, _ in found if k == "start"] == ["copy", "plan", "summary", "verify"]
         assert [n for k, n, c in found if k == "start" and c] == ["plan"]  # only the plan starts folded
