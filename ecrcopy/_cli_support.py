@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import threading
 import time
@@ -63,6 +64,9 @@ def options_from(args: argparse.Namespace) -> CopyOptions:
         if not args.read_timeout > 0:
             raise ConfigurationError("--read-timeout must be a positive number of seconds")
         values["read_timeout"] = args.read_timeout
+    interval = getattr(args, "progress_interval", 0.0)
+    if not (math.isfinite(interval) and interval >= 0):
+        raise ConfigurationError("--progress-interval must be a number of seconds, at least 0")
     if getattr(args, "http_backend", None):
         values["http_backend"] = args.http_backend
     values["max_connections"] = {h: int(n) for h, n in _host_values(args.max_connections, "--max-connections", int)}

@@ -20,7 +20,7 @@ from ecrcopy._cilog import eta_seconds, in_gitlab_ci, progress_line, section_end
 from ecrcopy.testing import EcrEmulator, GitLabEmulator, Registry, oci_image, push
 
 from .conftest import SRC_CREDS
-from .test_cli import CRED_ENV, run_cli
+from .test_cli import CRED_ENV, assert_one_line_error, run_cli
 from .test_migrate import cli_env
 
 SECTION = re.compile(r"\x1b\[0Ksection_(start|end):(\d+):([A-Za-z0-9_.-]+)(\[collapsed=true\])?\r\x1b\[0K(.*)")
@@ -194,3 +194,10 @@ def test_on_a_terminal_the_rich_display_appears_and_is_cleaned_up(source: Regist
     assert screen.rindex("\x1b[?25h") > screen.rindex("\x1b[?25l")  # and gave the cursor back at the end
     assert "6 images: 6 copied" in screen
     assert "progress: " not in screen  # the plain progress line is for logs only
+
+
+@pytest.mark.parametrize("value", ["-1", "inf", "nan"])
+def test_a_bad_progress_interval_is_one_line_error(value: str) -> None:
+    proc = run_cli("copy", "127.0.0.1:1/a", "127.0.0.1:1/b", f"--progress-interval={value}")
+    assert proc.returncode == 2
+    assert "--progress-interval must be a number of seconds" in assert_one_line_error(proc)
