@@ -154,10 +154,15 @@ class Reporter:
         while not self._stop.wait(self.interval):
             self.print(self.progress_text())
 
+    @property
+    def total(self) -> int:
+        """Images of the run as far as known: planned, or at least started or finished."""
+        return max(self.started, self.planned, self.finished)
+
     def progress_text(self) -> str:
         return progress_line(
             done=self.finished,
-            total=max(self.started, self.planned, self.finished),
+            total=self.total,
             failed=self.failed,
             uploaded=self.uploaded,
             elapsed=time.monotonic() - self._t0,
@@ -186,7 +191,7 @@ class Reporter:
         rate = self.uploaded / max(time.monotonic() - self._t0, 1e-3)
         self._progress.update(
             self._task,
-            total=max(self.started, self.planned, self.finished),
+            total=self.total,
             completed=self.finished,
             transfer=f"{human_size(self.uploaded)} uploaded, {human_size(rate)}/s",
         )
