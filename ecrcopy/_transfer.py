@@ -24,7 +24,7 @@ import anyio
 from ._cache import BlobHints
 from ._client import RegistryClient
 from ._concurrency import KeyedLock
-from ._exceptions import RegistryError, TransferError
+from ._exceptions import Denied, RegistryError, TransferError
 from ._models import Descriptor
 from ._options import CopyOptions
 from ._retry import RetryPolicy
@@ -153,6 +153,8 @@ class BlobTransferer:
         if dst.host not in self._no_self_mount:
             try:
                 location = await dst.mount_blob(repo, digest, repo)
+            except Denied as exc:  # this repository's permissions, not the registry's support: ask again elsewhere
+                log.debug("mount of %s into %s from itself denied: %s", digest, repo, exc)
             except RegistryError as exc:
                 if exc.fatal:
                     raise

@@ -155,3 +155,30 @@ async def test_a_registry_refusing_a_mount_from_the_repository_itself_is_asked_w
     assert len(fake.calls("POST", "/v2/team/app/blobs/uploads/")) == 1  # refused once, then HEAD only
     assert len(fake.calls("HEAD", f"/v2/team/app/blobs/{digest}")) == 2
     await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_denied_mount_from_the_repository_itself_does_not_stop_asking_elsewhere() -> None:
+    """A 403 is that repository's permissions, not the registry's support for the mount."""
+    fake = FakeRegistry()
+    locked, opened = b"locked layer" * 100, b"open layer" * 100
+    fake.routes[("POST", "/v2/team/locked/blobs/uploads/")] = lambda r: httpx.Response(
+        403, json={"errors": [{"code": "DENIED", "message": "requested access to the resource is denied"}]}
+    )
+    fake.routes[("HEAD", f"/v2/team/locked/blobs/{sha256(locked)}")] = lambda r: httpx.Response(
+        200, headers={"Content-Length": str(len(locked))}
+    )
+    fake.routes[("POST", "/v2/team/open/blobs/uploads/")] = lambda r: httpx.Response(
+        201, headers={"Location": f"/v2/team/open/blobs/{sha256(opened)}", "Docker-Content-Digest": sha256(opened)}
+    )
+    client = make_client(fake)
+    transferer = BlobTransferer(FAST)
+    layer = "application/vnd.oci.image.layer.v1.tar+gzip"
+    for repo, data in (("team/locked", locked), ("team/open", opened)):
+        descriptor = Descriptor(mediaType=layer, digest=sha256(data), size=len(data))
+        result = await transferer.ensure(client, repo, client, repo, descriptor)
+        assert result.outcome is BlobOutcome.EXISTING, repo
+    assert len(fake.calls("HEAD", f"/v2/team/locked/blobs/{sha256(locked)}")) == 1
+    assert len(fake.calls("POST", "/v2/team/open/blobs/uploads/")) == 1  # still asked with the mount
+    assert fake.calls("HEAD", f"/v2/team/open/blobs/{sha256(opened)}") == []
+    await client.aclose()
