@@ -251,7 +251,7 @@ def _cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
     src_creds = credentials_from(args.src_creds, "ECRCOPY_SRC", "--src-creds")
     dst_creds = credentials_from(args.dest_creds, "ECRCOPY_DEST", "--dest-creds")
     with (
-        section(out, "copy", f"ecrcopy copy {args.source} -> {args.destination}"),
+        section(out, "copy", "ecrcopy copy: copying"),  # no user input in the header: it may hold secrets
         Reporter(out, quiet=args.quiet, interval=args.progress_interval) as reporter,
     ):
 

@@ -201,3 +201,12 @@ def test_a_bad_progress_interval_is_one_line_error(value: str) -> None:
     proc = run_cli("copy", "127.0.0.1:1/a", "127.0.0.1:1/b", f"--progress-interval={value}")
     assert proc.returncode == 2
     assert "--progress-interval must be a number of seconds" in assert_one_line_error(proc)
+
+
+def test_section_headers_carry_no_user_input() -> None:
+    """A reference with userinfo is refused; the CI log's header does not echo it first."""
+    env = {"GITLAB_CI": "true"}
+    status, stdout, _ = run_raw("copy", "alice:s3cret-pw@127.0.0.1:1/r", "127.0.0.1:1/x", env=env)
+    assert status == 2
+    assert "s3cret-pw" not in stdout
+    assert "section_start:" in stdout and "section_end:" in stdout
