@@ -62,6 +62,7 @@ from ._protocol import (
     parse_www_authenticate,
     redact_url,
     same_origin,
+    same_path,
 )
 from ._reference import is_loopback_host, is_valid_digest, split_host_port
 from ._referrers import parse_referrers_index
@@ -427,7 +428,8 @@ class RegistryClient:
         ``None`` when the registry does not serve the API (404, 405, 501, or a 400 that is not about
         the digest): the caller falls back to the referrers tag schema.
         """
-        url: str | None = self._url(repo, f"referrers/{digest}")
+        first = self._url(repo, f"referrers/{digest}")
+        url: str | None = first
         what = f"list referrers of {repo}@{digest}"
         found: dict[str, Descriptor] = {}
         visited: set[str] = set()
@@ -451,7 +453,7 @@ class RegistryClient:
                 raise RegistryError(f"{what}: {reply.status_code}{_detail(reply.content)}", status=reply.status_code)
             for descriptor in parse_referrers_index(reply.content):
                 found.setdefault(descriptor.digest, descriptor)
-            link = self._next_page(reply, what)
+            link = self._next_page(reply, what, first)
             url = link if link not in visited else None
         return list(found.values())
 
@@ -461,7 +463,8 @@ class RegistryClient:
         Bounded: a page may hold :data:`MAX_TAG_PAGE` bytes, a listing :data:`MAX_TAG_PAGES` pages and
         :data:`MAX_TAGS` tags. Entries that are not strings are dropped; tags are not validated here.
         """
-        url: str | None = self._url(repo, f"tags/list?n={page_size}")
+        first = self._url(repo, f"tags/list?n={page_size}")
+        url: str | None = first
         what = f"list tags of {repo}"
         tags: list[str] = []
         seen: set[str] = set()
@@ -483,7 +486,7 @@ class RegistryClient:
                     tags.append(tag)
             if len(tags) > MAX_TAGS:
                 raise RegistryError(f"{what}: more than {MAX_TAGS} tags; giving up on an endless listing")
-            link = self._next_page(reply, what)
+            link = self._next_page(reply, what, first)
             if link is not None and link in visited:
                 break
             if link is not None:
@@ -491,14 +494,20 @@ class RegistryClient:
             url = link
         return tags
 
-    def _next_page(self, reply: Reply, what: str) -> str | None:
-        """The absolute URL of the ``Link: <…>; rel="next"`` page, which must be on this registry's origin."""
+    def _next_page(self, reply: Reply, what: str, first: str) -> str | None:
+        """The absolute URL of the ``Link: <…>; rel="next"`` page: this registry's origin, ``first``'s path.
+
+        A next page of a listing is the same endpoint with another query (``?n=…&last=…``); a link to
+        any other path (a relative ``https:x/`` grows the path page after page) is refused.
+        """
         try:
             link = next_link(reply.headers.get("link"), str(reply.url))
         except ValueError:
             raise RegistryError(f"{what}: unreadable Link header") from None
         if link is not None and not same_origin(link, self.base_url):
             raise RegistryError(f"{what}: refusing to follow pagination to another host")
+        if link is not None and not same_path(link, first):
+            raise RegistryError(f"{what}: refusing to follow pagination away from the listing's path")
         return link
 
     # ------------------------------------------------------------------ blobs

@@ -36,6 +36,7 @@ __all__ = [
     "parse_www_authenticate",
     "redact_url",
     "same_origin",
+    "same_path",
     "token_lifetime",
 ]
 
@@ -441,6 +442,14 @@ def same_origin(a: str, b: str) -> bool:
     """Same scheme, host and port (default ports filled in); an unparseable URL is no one's origin."""
     origin = _origin(a)
     return origin is not None and origin == _origin(b)
+
+
+def same_path(a: str, b: str) -> bool:
+    """Same URL path (an unparseable URL shares no one's path)."""
+    try:
+        return urlsplit(a).path == urlsplit(b).path
+    except ValueError:
+        return False
 
 
 def append_query(url: str, **params: str) -> str:

@@ -23,6 +23,7 @@ __all__ = [
     "is_valid_repository",
     "is_valid_tag",
     "parse_reference",
+    "shown_reference",
     "split_host_port",
 ]
 
@@ -151,10 +152,40 @@ class Reference:
         return out
 
 
+def shown_reference(text: str) -> str:
+    """``text`` fit for an error message: anything that may be user info (``user:pw@``) is cut.
+
+    A reference has at most one ``@``, before a digest; any other ``@`` (``user:pw@host/repo``,
+    a mistake in a script) is taken for credentials, and what precedes it is replaced by ``***``.
+    """
+    head, at, tail = text.rpartition("@")
+    prefix, suffix = (head, at + tail) if at and is_valid_digest(tail) else (text, "")
+    if "@" in prefix:
+        prefix = "***@" + prefix.rpartition("@")[2]
+    return prefix + suffix
+
+
 def parse_reference(text: str) -> Reference:
-    """Parse ``host[:port]/path[:tag][@digest]``; raise :class:`InvalidReference` when malformed."""
+    """Parse ``host[:port]/path[:tag][@digest]``; raise :class:`InvalidReference` when malformed.
+
+    The error message never repeats user info (``user:pw@host/repo`` is shown as ``***@host/repo``).
+    """
     if not isinstance(text, str) or not text:
         raise InvalidReference("empty image reference")
+    try:
+        return _parse(text)
+    except InvalidReference:
+        shown = shown_reference(text)
+        if shown == text:
+            raise
+        hint = "credentials do not belong in an image reference (use --src-creds/--dest-creds)"
+        tail = text.rpartition("@")[2]
+        if not is_valid_digest(tail):
+            hint = f"invalid digest {tail!r} after '@'; if what precedes it is user info: {hint}"
+        raise InvalidReference(f"{shown!r}: {hint}") from None
+
+
+def _parse(text: str) -> Reference:
     original = text
     if _URL_RE.match(text):
         raise InvalidReference(f"{original!r}: give a reference such as host/path:tag, not a URL")

@@ -182,6 +182,25 @@ def test_usage_errors_exit_2(args: list[str], fragment: str) -> None:
     assert fragment in line
 
 
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "user:Hunter2-pw@127.0.0.1:1/team/app",
+        "https://user:Hunter2-pw@127.0.0.1:1/team/app",
+        "user:Hunter2-pw@127.0.0.1:1/team/app@sha256:" + "a" * 64,
+        "us@er:Hunter2-pw@127.0.0.1:1/team/app:v1",
+    ],
+)
+def test_credentials_in_a_reference_are_refused_without_echoing_them(reference: str) -> None:
+    for args in (["copy", reference, "127.0.0.1:1/x"], ["copy", "127.0.0.1:1/x", reference]):
+        proc = run_cli(*args)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        line = assert_one_line_error(proc)
+        assert "credentials do not belong in an image reference" in line, line
+        assert "Hunter2" not in proc.stdout + proc.stderr
+        assert "***@127.0.0.1:1/team/app" in line
+
+
 def test_unreachable_registry_exit_2() -> None:
     port = free_port()
     proc = run_cli("copy", f"127.0.0.1:{port}/a", f"127.0.0.1:{port}/b", env=CRED_ENV)

@@ -28,6 +28,7 @@ from ecrcopy._exceptions import (
     EcrcopyError,
     NotFound,
     RateLimited,
+    RegistryError,
     RegistryServerError,
     TransferError,
 )
@@ -625,6 +626,20 @@ async def test_tag_list_link_back_to_first_page_terminates() -> None:
         await client.aclose()
     # the first URL is not remembered, so it is fetched once more before the loop is seen
     assert len(fake.calls("GET", "/v2/team/app/tags/list")) <= 3
+
+
+@pytest.mark.parametrize("link", ["https:registry.example.com/", "other", "/v2/team/app/tags/list/more?last=a"])
+async def test_tag_list_link_away_from_the_listing_is_refused(link: str) -> None:
+    """``<https:host/>`` resolves relative to the page and grows the path each time: no endless listing."""
+    fake = FakeRegistry()
+    fake.routes["GET", "/v2/team/app/tags/list"] = tag_page(["a"], link)
+    client = make_client(fake)
+    try:
+        with pytest.raises(RegistryError, match="away from the listing's path"):
+            await client.list_tags("team/app")
+    finally:
+        await client.aclose()
+    assert len(fake.requests) <= 3  # ping, (token,) the one page
 
 
 async def test_tag_list_empty_and_null() -> None:

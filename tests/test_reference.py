@@ -19,6 +19,7 @@ from ecrcopy._reference import (
     is_valid_repository,
     is_valid_tag,
     parse_reference,
+    shown_reference,
     split_host_port,
 )
 
@@ -146,6 +147,34 @@ def test_parse_never_raises_anything_but_invalid_reference(text: str) -> None:
     # whatever parses is valid and stable under formatting
     assert is_valid_repository(ref.repository)
     assert parse_reference(str(ref)) == ref
+
+
+@given(
+    st.text(st.characters(blacklist_characters="@"), min_size=1, max_size=20),
+    st.text(max_size=40),
+    st.sampled_from(["", "@sha256:" + "0" * 64, ":v1", "@sha256:short"]),
+)
+@example("user:pw", "host/repo", "")
+@example("user:pw", "https://host/repo", "")
+@example("a@b:pw", "host/repo", "@sha256:" + "0" * 64)
+def test_user_info_never_appears_in_the_error(secret: str, rest: str, end: str) -> None:
+    """Whatever precedes an ``@`` that is not a digest's is taken for credentials and never echoed."""
+    secret = "S3cr3t" + secret
+    text = f"{secret}@{rest}{end}"
+    try:
+        parse_reference(text)
+    except InvalidReference as exc:
+        assert "S3cr3t" not in str(exc)
+    else:  # pragma: no cover - such a text is never a valid reference ("@" before a non-digest)
+        raise AssertionError(text)
+    assert "S3cr3t" not in shown_reference(text)
+
+
+def test_shown_reference_keeps_valid_references_whole() -> None:
+    digest = "sha256:" + "0" * 64
+    for text in ("host/repo", f"alpine@{digest}", f"host:5000/a/b:v1@{digest}", "a:b"):
+        assert shown_reference(text) == text
+    assert shown_reference(f"u:p@host/repo@{digest}") == f"***@host/repo@{digest}"
 
 
 @given(st.text(st.characters(blacklist_characters="/@:"), max_size=140).filter(lambda t: not TAG_RE.fullmatch(t)))
