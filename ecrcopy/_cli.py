@@ -123,6 +123,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_migration_arguments(verify)
     add_common_options(verify, writes=False)
+    report = sub.add_parser(
+        "report",
+        help="work with JSON reports: merge shards' reports into one page",
+        description="Work with the JSON reports that copy, migrate and verify write with --report.",
+    )
+    report_sub = report.add_subparsers(dest="report_command", metavar="ACTION", parser_class=_Parser, required=True)
+    merge = report_sub.add_parser(
+        "merge",
+        help="merge copy/migrate/verify reports (one per parallel job) into one",
+        description=(
+            "Merge JSON reports of copy, migrate (one per parallel job) and verify into one HTML page and/or "
+            "one JSON report. Exit 0 when the outputs are written, whatever the reports say; 2 when a file "
+            "cannot be read."
+        ),
+    )
+    merge.add_argument("reports", nargs="+", type=Path, metavar="REPORT", help="JSON reports (--report files)")
+    merge.add_argument("--html", type=Path, metavar="PATH", help="write the merged HTML page here")
+    merge.add_argument("--report", type=Path, metavar="PATH", help="write the merged JSON report here")
+    merge.add_argument("--title", default="ecrcopy migration report", help="the page's title")
+    merge.add_argument("--debug", action="store_true", help="tracebacks for errors")
     return parser
 
 
@@ -171,6 +191,7 @@ def add_migration_arguments(migrate: argparse.ArgumentParser) -> None:
 
 def add_common_options(p: argparse.ArgumentParser, *, writes: bool = True) -> None:
     p.add_argument("--report", type=Path, metavar="PATH", help="write the JSON report here")
+    p.add_argument("--html", type=Path, metavar="PATH", help="write the report as one self-contained HTML page here")
     p.add_argument(
         "--concurrency",
         type=int,
@@ -268,6 +289,8 @@ def _cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
         write_report(args.report, report)
     if args.junit:
         write_text(args.junit, junit_xml(report, suite="ecrcopy copy"))
+    if args.html:
+        write_text(args.html, report.to_html())
     with section(out, "summary", "summary"):
         reporter.summary(report)
     return EXIT_OK if report.ok else EXIT_FAILED
@@ -339,6 +362,8 @@ def _cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
         write_report(args.report, report)
     if args.junit:
         write_text(args.junit, junit_xml(report, suite="ecrcopy migrate"))
+    if args.html:
+        write_text(args.html, report.to_html())
     with section(out, "plan", "plan", collapsed=True):
         print_plan(out, report)
     with section(out, "summary", "summary"):
@@ -392,6 +417,8 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
         write_text(args.report, report.model_dump_json(indent=2) + "\n")
     if args.junit:
         write_text(args.junit, verify_junit_xml(report))
+    if args.html:
+        write_text(args.html, report.to_html())
     if report.plan is not None:
         with section(out, "plan", "plan", collapsed=True):
             print_plan(out, MigrationReport(plan=report.plan))
@@ -400,10 +427,17 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
+    from ._cli_report import merge_command
+
+    return merge_command(args, out)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "copy": _cmd_copy,
     "migrate": _cmd_migrate,
     "verify": _cmd_verify,
+    "report": _cmd_report,
 }
 
 

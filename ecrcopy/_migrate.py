@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
-from pydantic import Field
 
 from ._client import RegistryClient, pull_scope, push_scope
 from ._concurrency import run_all
@@ -23,11 +22,11 @@ from ._exceptions import ConfigurationError, EcrcopyError, InvalidReference, Reg
 from ._fleet import plan_fleet
 from ._gitlab import GitLabDestination
 from ._mediatypes import INDEX_TYPES
+from ._migration_report import MigrationReport
 from ._plan import (
     EcrRepository,
     MigrationOptions,
     Plan,
-    PlanSummary,
     SkippedTag,
     build_plan,
     referrer_hints,
@@ -36,22 +35,11 @@ from ._plan import (
 from ._protocol import Scope
 from ._reference import Reference, is_loopback_host
 from ._referrers import ReferrerHints
-from ._report import CopyReport, ImageResult, ProgressEvent
-from ._verify_report import VerifyReport
+from ._report import ImageResult, ProgressEvent
 
 __all__ = ["MigrationReport", "PreparedMigration", "migrate_with", "prepare_migration", "run_migration"]
 
 log = logging.getLogger("ecrcopy")
-
-
-class MigrationReport(CopyReport):
-    """A :class:`CopyReport` plus the plan it carried out."""
-
-    plan: PlanSummary = Field(default_factory=PlanSummary)
-    #: one ``aws ecr update-image-storage-class`` command per archived image the plan had to skip
-    restore_commands: list[str] = Field(default_factory=list)
-    #: the verify pass that ended the run (``migrate --verify``)
-    verification: VerifyReport | None = None
 
 
 async def migrate_with(

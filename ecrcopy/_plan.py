@@ -40,6 +40,7 @@ __all__ = [
     "parse_shard",
     "referrer_hints",
     "select_repositories",
+    "shard_order",
     "shard_repositories",
 ]
 
@@ -283,6 +284,38 @@ class PlanSummary(BaseModel):
     already_present_bytes: int | None = Field(None, description="dry run: bytes of tags already at the destination")
     shard: str = "1/1"
     destinations: dict[str, str] = Field(default_factory=dict, description="ECR repository -> destination path")
+
+    @classmethod
+    def merge(cls, summaries: Sequence[PlanSummary]) -> PlanSummary:
+        """The plans of several shards as one: their counts added, the registry-wide ones kept.
+
+        ``repositories_total`` and ``repositories_excluded`` describe the whole registry (every shard
+        has the same); ``shard`` lists the shards merged (``1/4,2/4``). One summary is returned as is.
+        """
+        if len(summaries) == 1:
+            return summaries[0].model_copy(deep=True)
+        merged = cls()
+        if not summaries:
+            return merged
+        registry_wide = {"repositories_total", "repositories_excluded", "shard", "destinations", "untagged_skipped"}
+        registry_wide |= {"already_present_bytes"}
+        for name in cls.model_fields:
+            if name not in registry_wide:
+                setattr(merged, name, sum(getattr(s, name) for s in summaries))
+        merged.repositories_total = max(s.repositories_total for s in summaries)
+        merged.repositories_excluded = max(s.repositories_excluded for s in summaries)
+        present = [s.already_present_bytes for s in summaries]
+        merged.already_present_bytes = None if None in present else sum(p or 0 for p in present)
+        merged.shard = ",".join(sorted({s.shard for s in summaries}, key=shard_order))
+        merged.destinations = dict(sorted({k: v for s in summaries for k, v in s.destinations.items()}.items()))
+        merged.untagged_skipped = dict(sorted({k: v for s in summaries for k, v in s.untagged_skipped.items()}.items()))
+        return merged
+
+
+def shard_order(shard: str) -> tuple[int, str]:
+    """Sort key of ``"2/4"``-style shard names: by index, then by text."""
+    index = shard.partition("/")[0]
+    return (int(index), shard) if index.isdigit() else (0, shard)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Self
@@ -174,8 +174,14 @@ class CopyReport(BaseModel):
         self.finished_at = _now()
         return self
 
+    def to_html(self, *, title: str | None = None) -> str:
+        """The report as one self-contained HTML page (what ``--html`` writes); see :mod:`ecrcopy._html`."""
+        from ._html import overview, render_html  # the renderer builds on these models
+
+        return render_html(overview([self]), title=title or _default_title(self))
+
     @classmethod
-    def merge(cls, reports: list[CopyReport]) -> CopyReport:
+    def merge(cls, reports: Sequence[CopyReport]) -> Self:
         """One report for several runs (for example several repositories)."""
         merged = cls(
             images=[i for r in reports for i in r.images],
@@ -188,6 +194,10 @@ class CopyReport(BaseModel):
             ends = [r.finished_at for r in reports if r.finished_at is not None]
             merged.finished_at = max(ends) if ends else None
         return merged
+
+
+def _default_title(report: CopyReport) -> str:
+    return "ecrcopy migration report" if hasattr(report, "plan") else "ecrcopy copy report"
 
 
 EventKind = Literal[

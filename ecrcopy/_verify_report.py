@@ -18,6 +18,7 @@ A verification is ``ok`` only when every image is ``identical`` or ``skipped``.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal, Self
 
@@ -131,6 +132,28 @@ class VerifyReport(BaseModel):
     def finish(self) -> Self:
         self.finished_at = _now()
         return self
+
+    def to_html(self, *, title: str = "ecrcopy verify report") -> str:
+        """The verification as one self-contained HTML page (what ``verify --html`` writes)."""
+        from ._html import overview, render_html  # the renderer builds on these models
+
+        return render_html(overview([], [self]), title=title)
+
+    @classmethod
+    def merge(cls, reports: Sequence[VerifyReport]) -> Self:
+        """One report for several verify runs: images concatenated, ``deep`` only if every run was deep."""
+        merged = cls(
+            images=[i for r in reports for i in r.images],
+            deep=bool(reports) and all(r.deep for r in reports),
+            plan=PlanSummary.merge([r.plan for r in reports if r.plan is not None])
+            if any(r.plan for r in reports)
+            else None,
+        )
+        if reports:
+            merged.started_at = min(r.started_at for r in reports)
+            ends = [r.finished_at for r in reports if r.finished_at is not None]
+            merged.finished_at = max(ends) if ends else None
+        return merged
 
 
 def _repository(reference: str) -> str:
