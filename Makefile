@@ -1,6 +1,6 @@
 # Developer entry points. `make demo` and `make test` set everything up themselves (.ci/setup).
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint
+.PHONY: help setup demo test lint examples
 
 PYTHON := .venv/bin/python
 PYTEST_ARGS ?=
@@ -9,6 +9,7 @@ help:
 	@echo "make demo    migrate a local ECR emulation to a local GitLab registry with the real CLI (< 1 min)"
 	@echo "make test    run the test suite (extra pytest arguments: PYTEST_ARGS='-k mount -x')"
 	@echo "make lint    ruff check, ruff format --check, mypy --strict"
+	@echo "make examples  write docs/examples/gitlab-ci.yml from the CI/CD component templates/migrate-ecr.yml"
 
 setup:
 	@.ci/setup
@@ -26,3 +27,7 @@ lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy
+
+examples:
+	@.ci/setup
+	$(PYTHON) -m tests._gitlab_ci examples
