@@ -197,10 +197,13 @@ dl.totals{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr))
 dl.totals div{border:1px solid var(--line);border-radius:6px;padding:8px 10px}
 dt{color:var(--mute);font-size:.85em} dd{margin:2px 0 0;font-size:1.25em;font-weight:600}
 .scroll{overflow-x:auto;-webkit-overflow-scrolling:touch}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f6f8fa;padding:8px;border-radius:6px}
 table{border-collapse:collapse;width:100%;font-size:.92em}
-th,td{text-align:left;padding:5px 8px;border-bottom:1px solid var(--line);vertical-align:top}
+th,td{text-align:left;padding:5px 8px;border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:anywhere}
+table.failures td:first-child{width:40%} table.failures :is(td,th):nth-child(2){white-space:nowrap}
+.dst{font-weight:600}
 th{background:#f6f8fa} td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.ref,code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.88em;overflow-wrap:anywhere}
+td.ref,code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.88em;overflow-wrap:anywhere}
 tr.attention td{background:#fff1f0}
 .bad{color:var(--fail);font-weight:600} .good{color:var(--ok);font-weight:600} .mute{color:var(--mute)}
 svg{max-width:100%;height:auto} svg text{font:12px system-ui,sans-serif;fill:var(--ink)}
@@ -326,28 +329,33 @@ def _rows_html(rows: Iterable[Sequence[str]], numeric: frozenset[int]) -> Iterab
         )
 
 
+def _image_cell(destination: str, source: str) -> str:
+    """The destination (what people look for at GitLab) and, smaller, where it came from."""
+    return (
+        f'<td class="ref"><span class="dst">{_e(destination)}</span>'
+        f'<br><span class="mute">from {_e(source.split("@", 1)[0])}</span></td>'
+    )
+
+
 def _failures(view: Overview) -> str:
     if not view.failures and not view.differences:
         return ""
+    head = "<thead><tr><th scope=col>Image</th><th scope=col>Reason</th><th scope=col>Details</th></tr></thead>"
     out = ['<section id="failures"><h2>Failures</h2>']
     if view.failures:
-        out.append(
-            _table(
-                ("Image", "Destination", "Reason", "Error"),
-                ((i.source, i.destination, i.reason or "", i.error or "") for i in view.failures),
-            )
+        rows = "".join(
+            f"<tr>{_image_cell(i.destination, i.source)}<td>{_e(i.reason or '')}</td><td>{_e(i.error or '')}</td></tr>"
+            for i in view.failures
         )
+        out.append(f'<div class="scroll"><table class="failures">{head}<tbody>{rows}</tbody></table></div>')
     if view.differences:
         out.append(f"<p>Verify: {_e(_count(len(view.differences), 'image'))} not identical at the destination.</p>")
-        out.append(
-            _table(
-                ("Image", "Destination", "Status", "Details"),
-                (
-                    (d.source, d.destination, d.status, d.error or d.reason or "; ".join(d.missing[:5]))
-                    for d in view.differences
-                ),
-            )
+        rows = "".join(
+            f"<tr>{_image_cell(d.destination, d.source)}<td>{_e(d.status)}</td>"
+            f"<td>{_e(d.error or d.reason or '; '.join(d.missing[:5]))}</td></tr>"
+            for d in view.differences
         )
+        out.append(f'<div class="scroll"><table class="failures">{head}<tbody>{rows}</tbody></table></div>')
     out.append("</section>")
     return "".join(out)
 
@@ -391,6 +399,8 @@ def _chart(rows: Sequence[RepositoryRow]) -> str:
     width, height = label_w + 2 * bar_w + 40, row_h * len(shown) + 30
     max_bytes = max(r.bytes_uploaded for r in shown) or 1
     max_images = max(r.images for r in shown) or 1
+    span = bar_w - 80  # room for the value after the longest bar
+    common = _common_prefix([r.name for r in shown])
     out = [
         f'<section id="chart"><h2>Bytes and images per repository</h2>'
         f'<svg viewBox="0 0 {width} {height}" width="{width}" role="img" xmlns="http://www.w3.org/2000/svg"'
@@ -400,10 +410,10 @@ def _chart(rows: Sequence[RepositoryRow]) -> str:
     ]
     for n, row in enumerate(shown):
         y = 24 + n * row_h
-        label = row.name.split("/", 1)[-1]
+        label = row.name[len(common) :] or row.name
         label = label if len(label) <= 34 else "…" + label[-33:]
-        bw = max(1.0, bar_w * row.bytes_uploaded / max_bytes) if row.bytes_uploaded else 0
-        iw = max(1.0, bar_w * row.images / max_images) if row.images else 0
+        bw = max(1.0, span * row.bytes_uploaded / max_bytes) if row.bytes_uploaded else 0
+        iw = max(1.0, span * row.images / max_images) if row.images else 0
         fill = "#cf222e" if row.attention else "#0969da"
         out.append(
             f"<g><title>{_e(row.name)}: {_e(human_size(row.bytes_uploaded))}, {_e(_count(row.images, 'image'))}</title>"
@@ -418,6 +428,19 @@ def _chart(rows: Sequence[RepositoryRow]) -> str:
         out.append(f'<p class="mute">The {len(shown)} largest of {len(rows):,} repositories; all are in the table.</p>')
     out.append("</section>")
     return "".join(out)
+
+
+def _common_prefix(names: Sequence[str]) -> str:
+    """The path components every name shares (``host/group/project/``), so chart labels stay short."""
+    if len(names) < 2:
+        return names[0].rpartition("/")[0] + "/" if names and "/" in names[0] else ""
+    parts = [name.split("/") for name in names]
+    shared: list[str] = []
+    for column in zip(*(p[:-1] for p in parts), strict=False):
+        if len(set(column)) != 1:
+            break
+        shared.append(column[0])
+    return "/".join(shared) + "/" if shared else ""
 
 
 def _repositories(view: Overview) -> str:

@@ -349,7 +349,7 @@ def test_documented_gitlab_ci_template_runs(tmp_path: Path, ecr: EcrEmulator, gi
     config = yaml.safe_load((ROOT / "docs" / "examples" / "gitlab-ci.yml").read_text())
     job = config["migrate-ecr-images"]
     assert job["rules"] == [{"if": '$BULK_MIGRATE == "true"'}]
-    assert job["artifacts"]["reports"]["junit"] == "ecrcopy-junit-*.xml"
+    assert job["artifacts"]["reports"]["junit"] == "ecrcopy-reports/ecrcopy-junit-*.xml"
     total = int(job["parallel"])
     workdir = tmp_path / "job"
     workdir.mkdir()
@@ -370,11 +370,11 @@ def test_documented_gitlab_ci_template_runs(tmp_path: Path, ecr: EcrEmulator, gi
             assert proc.returncode == 0, f"job {index}/{total}: {line}\n{proc.stdout}\n{proc.stderr}"
     for (repo, tag), path in EXPECTED.items():
         assert digest_at(gitlab_ci, path, tag) == source_digest(ecr, repo, tag)
-    reports = sorted(workdir.glob("ecrcopy-report-*.json"))
+    reports = sorted(workdir.glob("ecrcopy-reports/ecrcopy-report-*.json"))
     assert len(reports) == total
     copied = sum(json.loads(p.read_text())["totals"]["copied"] for p in reports)
     assert copied == len(EXPECTED)
-    for junit in workdir.glob("ecrcopy-junit-*.xml"):
+    for junit in workdir.glob("ecrcopy-reports/ecrcopy-junit-*.xml"):
         ET.parse(junit)
 
 

@@ -212,7 +212,8 @@ def test_invalid_repository_is_rejected_naming_the_repository(name: str) -> None
     assert "invalid repository name" in str(info.value) and repr(name) in str(info.value)
 
 
-@given(st.text(max_size=140).filter(lambda d: not is_valid_digest(d)))
+# a second "@" makes what precedes it possible user info, never echoed: test_user_info_never_appears_in_the_error
+@given(st.text(max_size=140).filter(lambda d: not is_valid_digest(d) and "@" not in d))
 @example("sha256:" + "a" * 63)
 @example("sha256:" + "a" * 65)
 @example("sha256:" + "A" * 64)
