@@ -52,18 +52,20 @@ def eta_seconds(done: int, total: int, elapsed: float) -> float | None:
     return elapsed / done * (total - done)
 
 
-def progress_line(*, done: int, total: int, failed: int, uploaded: int, elapsed: float) -> str:
-    """``progress: 120/160 images, 2 failed, 182.4 MB uploaded, 12.1 MB/s, 1m02s elapsed, ETA 21s``."""
-    rate = uploaded / elapsed if elapsed > 0 else 0.0
+def progress_line(
+    *, done: int, total: int, failed: int, uploaded: int | None, elapsed: float, failed_word: str = "failed"
+) -> str:
+    """``progress: 120/160 images, 2 failed, 182.4 MB uploaded, 12.1 MB/s, 1m02s elapsed, ETA 21s``.
+
+    ``uploaded=None`` (a verification, which moves nothing) leaves the bytes and the rate out;
+    ``failed_word`` names what the failures are (``differ`` for a verification).
+    """
     eta = eta_seconds(done, total, elapsed)
-    parts = [
-        f"progress: {done}/{total or '?'} images",
-        f"{failed} failed",
-        f"{human_size(uploaded)} uploaded",
-        f"{human_size(rate)}/s",
-        f"{_duration(elapsed)} elapsed",
-        f"ETA {_duration(eta)}" if eta is not None else "ETA unknown",
-    ]
+    parts = [f"progress: {done}/{total or '?'} images", f"{failed} {failed_word}"]
+    if uploaded is not None:
+        rate = uploaded / elapsed if elapsed > 0 else 0.0
+        parts += [f"{human_size(uploaded)} uploaded", f"{human_size(rate)}/s"]
+    parts += [f"{_duration(elapsed)} elapsed", f"ETA {_duration(eta)}" if eta is not None else "ETA unknown"]
     return ", ".join(parts)
 
 

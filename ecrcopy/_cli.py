@@ -380,7 +380,15 @@ def _cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
     from ._api import run_blocking
-    from ._cli_support import credentials_from, migration_options_from, options_from, print_plan, section, write_text
+    from ._cli_support import (
+        Reporter,
+        credentials_from,
+        migration_options_from,
+        options_from,
+        print_plan,
+        section,
+        write_text,
+    )
     from ._copier import Copier
     from ._migrate import MigrationReport
     from ._verify import verify_migration, verify_repository
@@ -400,16 +408,25 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
         source, destination = _ecr_and_gitlab(args)
         src_creds = dst_creds = None
 
-    async def run() -> VerifyReport:
-        async with Copier(options, source_credentials=src_creds, destination_credentials=dst_creds) as copier:
-            if copy_form:
-                return await verify_repository(
-                    copier, args.source, args.destination, tags=args.tags, tag_pattern=args.tag_pattern, deep=args.deep
-                )
-            return await verify_migration(copier, source, destination, migration, deep=args.deep)
-
     with section(out, "verify", "ecrcopy verify"):
-        report = run_blocking("verify", run)
+        with Reporter(out, quiet=args.quiet, interval=args.progress_interval, verifying=True) as reporter:
+
+            async def run() -> VerifyReport:
+                async with Copier(
+                    options, source_credentials=src_creds, destination_credentials=dst_creds, on_event=reporter.on_event
+                ) as copier:
+                    if copy_form:
+                        return await verify_repository(
+                            copier,
+                            args.source,
+                            args.destination,
+                            tags=args.tags,
+                            tag_pattern=args.tag_pattern,
+                            deep=args.deep,
+                        )
+                    return await verify_migration(copier, source, destination, migration, deep=args.deep)
+
+            report = run_blocking("verify", run)
         if not args.quiet:
             for image in report.images:
                 print(f"{image.status:<10} {image.source} -> {image.destination} {(image.digest or '')[:19]}", file=out)

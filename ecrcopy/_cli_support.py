@@ -93,12 +93,16 @@ def _host_values(items: list[str], flag: str, kind: Callable[[str], float]) -> l
 
 class Reporter:
     """Progress on a TTY (images done/total, bytes uploaded, rate, ETA, a rich display); else one
-    plain line per finished image and, every ``interval`` seconds, a progress line (a CI job log)."""
+    plain line per finished image and, every ``interval`` seconds, a progress line (a CI job log).
 
-    def __init__(self, out: TextIO, *, quiet: bool, interval: float = 30.0) -> None:
+    ``verifying``: the run is a verification (``image_verified`` events): images that are not
+    identical count as the failures (``differ``), and there are no bytes to show."""
+
+    def __init__(self, out: TextIO, *, quiet: bool, interval: float = 30.0, verifying: bool = False) -> None:
         self.out = out
         self.quiet = quiet
         self.interval = interval
+        self.verifying = verifying
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self.planned = 0
@@ -149,6 +153,8 @@ class Reporter:
         if self._ticker is not None:
             self._stop.set()
             self._ticker.join()
+            if self.verifying:  # a verification has no repository ends: one line when it is done
+                self.print(self.progress_text())
 
     def _tick(self) -> None:
         while not self._stop.wait(self.interval):
@@ -164,8 +170,9 @@ class Reporter:
             done=self.finished,
             total=self.total,
             failed=self.failed,
-            uploaded=self.uploaded,
+            uploaded=None if self.verifying else self.uploaded,
             elapsed=time.monotonic() - self._t0,
+            failed_word="differ" if self.verifying else "failed",
         )
 
     def print(self, text: str) -> None:
@@ -182,6 +189,14 @@ class Reporter:
             if event.result.status == "failed":
                 self.failed += 1
             self.line(event.result)
+        elif event.kind in ("verify_planned", "image_verified"):
+            if not self.verifying:  # migrate --verify: the copy's display counts the copy only
+                return
+            if event.kind == "verify_planned":
+                self.planned += event.total
+            else:
+                self.finished += 1
+                self.failed += event.outcome not in ("identical", "skipped")
         elif event.kind == "bytes_uploaded":
             self.uploaded += event.bytes
         elif event.kind == "repository_finished" and self._ticker is not None:
@@ -189,12 +204,10 @@ class Reporter:
         if self._progress is None or self._task is None:
             return
         rate = self.uploaded / max(time.monotonic() - self._t0, 1e-3)
-        self._progress.update(
-            self._task,
-            total=self.total,
-            completed=self.finished,
-            transfer=f"{human_size(self.uploaded)} uploaded, {human_size(rate)}/s",
+        transfer = (
+            f"{self.failed} differ" if self.verifying else f"{human_size(self.uploaded)} uploaded, {human_size(rate)}/s"
         )
+        self._progress.update(self._task, total=self.total, completed=self.finished, transfer=transfer)
 
     def line(self, r: ImageResult) -> None:
         if self.quiet:

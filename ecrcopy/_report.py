@@ -201,7 +201,14 @@ def _default_title(report: CopyReport) -> str:
 
 
 EventKind = Literal[
-    "images_planned", "image_started", "image_finished", "repository_finished", "blob_finished", "bytes_uploaded"
+    "images_planned",
+    "image_started",
+    "image_finished",
+    "verify_planned",
+    "image_verified",
+    "repository_finished",
+    "blob_finished",
+    "bytes_uploaded",
 ]
 
 
@@ -213,7 +220,9 @@ class ProgressEvent:
     ``image_started`` / ``image_finished`` (with ``result``) per image; ``repository_finished``
     when the last image of a destination repository in the batch is done; ``blob_finished`` per blob
     with ``outcome`` (``uploaded``, ``mounted`` or ``existing``) and its size in ``bytes``;
-    ``bytes_uploaded`` as bytes stream to the destination.
+    ``bytes_uploaded`` as bytes stream to the destination. A verification sends ``verify_planned``
+    (with ``total``) and then ``image_verified`` per image, with its verify status (``identical``, ``missing``, …)
+    in ``outcome``.
     """
 
     kind: EventKind

@@ -31,6 +31,7 @@ from ._protocol import clean_text
 from ._reference import Reference, is_valid_tag, parse_reference
 from ._referrer_sync import MAX_REFERRER_DEPTH, discover_referrers, manifest_tree, present_cosign_tags
 from ._referrers import ReferrerHints, fallback_tag, parse_referrers_index, subject_of_tag
+from ._report import ProgressEvent
 from ._verify_report import VerifiedImage, VerifyReport, compare_digests
 
 __all__ = ["verify_migration", "verify_repository"]
@@ -63,8 +64,14 @@ class _Checker:
     async def run(self, pairs: Sequence[_Pair]) -> list[VerifiedImage]:
         results: list[VerifiedImage | None] = [None] * len(pairs)
 
+        self.copier.emit(ProgressEvent("verify_planned", "", "", total=len(pairs)))
+
         async def one(index: int) -> None:
-            results[index] = await self.check(pairs[index])
+            item = await self.check(pairs[index])
+            results[index] = item
+            self.copier.emit(
+                ProgressEvent("image_verified", item.source, item.destination, digest=item.digest, outcome=item.status)
+            )
 
         await run_all(
             [lambda i=i: one(i) for i in range(len(pairs))],  # type: ignore[misc]

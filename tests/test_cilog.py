@@ -129,6 +129,32 @@ def test_ci_log_has_sections_steady_progress_lines_and_no_colour(source: Registr
     assert not COLOUR.search(stdout + stderr)
 
 
+def test_verify_prints_progress_lines_of_its_own(source: Registry, gitlab: Registry) -> None:
+    seed_tags(source, 12)
+    env = {**CRED_ENV, "GITLAB_CI": "true", "NO_COLOR": "1"}
+    src, dst = f"{source.host}/team/app", f"{gitlab.host}/group/project/app"
+    assert run_raw("copy", src, dst, "--tag", "v0", "--tag", "v1", env=env)[0] == 0  # 10 of 12 are missing
+    # 40 requests a second: the check of 12 tags (with --deep) lasts several progress intervals
+    status, stdout, stderr = run_raw(
+        "verify", src, dst, "--deep", "--progress-interval", "0.05", "--max-requests-per-second", "*=40", env=env
+    )
+    assert status == 1, stderr
+    assert [(k, n) for k, n, _ in sections(stdout)] == [
+        ("start", "verify"),
+        ("end", "verify"),
+        ("start", "summary"),
+        ("end", "summary"),
+    ]
+    progress = [line for line in stdout.splitlines() if line.startswith("progress: ")]
+    assert len(progress) >= 3, stdout
+    done = [int(line.split()[1].split("/")[0]) for line in progress]
+    assert done == sorted(done)
+    assert progress[-1].startswith("progress: 12/12 images, 10 differ, "), progress  # the line at the end
+    assert all(re.fullmatch(r"progress: \d+/(12|\?) images, \d+ differ, .* elapsed, ETA .*", x) for x in progress)
+    assert not any("uploaded" in x for x in progress)  # a verification moves nothing
+    assert not COLOUR.search(stdout + stderr)
+
+
 def test_without_gitlab_ci_there_are_no_markers_and_zero_means_no_progress_lines(
     source: Registry, gitlab: Registry
 ) -> None:
@@ -152,7 +178,7 @@ def test_migration_log_folds_the_plan_and_has_every_phase(tmp_path: Path) -> Non
         assert status == 0, stderr
         progress = [line for line in stdout.splitlines() if line.startswith("progress: ")]
         assert len(progress) == 2, progress  # app/a (one tag) and app/b (two), in either order
-        assert progress[-1].startswith("progress: 3/3 images, 0 failed"), progress
+        assert progress[-1].startswith("progress: 3/3 images, 0 failed"), progress  # the verify pass adds none
         found = sections(stdout)
         assert [n for k, n, _ in found if k == "start"] == ["copy", "plan", "summary", "verify"]
         assert [n for k, n, c in found if k == "start" and c] == ["plan"]  # only the plan starts folded
