@@ -11,11 +11,13 @@ from).
 from __future__ import annotations
 
 import email.parser
+import importlib.util
 import os
 import subprocess
 import sys
 import sysconfig
 import tarfile
+import types
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +28,13 @@ import pytest
 import ecrcopy
 
 ROOT = Path(__file__).resolve().parent.parent
-OFFLINE = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+#: where the project is hosted decides its URLs (hatch_build.py): the default build here has none
+HOSTING = ("CI_PROJECT_URL", "ECRCOPY_PROJECT_URL", "CI_COMMIT_TAG")
+OFFLINE = {
+    **{k: v for k, v in os.environ.items() if k not in HOSTING},
+    "PIP_NO_INDEX": "1",
+    "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+}
 
 
 @dataclass
@@ -101,6 +109,7 @@ def test_metadata_has_one_version_the_license_and_the_dependencies(built: Built)
     }
     assert {"httpx", "aiohttp", "anyio", "pydantic", "boto3", "rich"} <= requires
     assert metadata["Requires-Python"] == ">=3.11"
+    assert metadata.get_all("Project-URL") is None  # built outside a hosted project: no invented address
     with tarfile.open(built.sdist) as sdist:
         members = {m.name.split("/", 1)[1] for m in sdist.getmembers() if "/" in m.name}
     assert {
@@ -124,3 +133,46 @@ def test_the_installed_wheel_runs_the_cli(built: Built, tmp_path: Path) -> None:
 def test_the_installed_wheel_runs_the_demo(built: Built, tmp_path: Path) -> None:
     out = run(built.bin / "python", "-m", "ecrcopy.testing.demo", cwd=tmp_path, timeout=600)
     assert "OK: every ECR tag and signature arrived in GitLab byte-exact" in out
+
+
+def _hatch_build() -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location("hatch_build", ROOT / "hatch_build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_project_urls_come_from_the_hosting_project() -> None:
+    urls = _hatch_build().project_urls
+    assert urls({}) == {}
+    base = "https://gitlab.example.com/platform/ecrcopy"
+    got = urls({"CI_PROJECT_URL": base + "/", "CI_COMMIT_TAG": "v0.2.0"})
+    assert got["Homepage"] == base and got["Issues"] == f"{base}/-/issues"
+    assert got["Changelog"] == f"{base}/-/blob/v0.2.0/CHANGELOG.md"
+    assert urls({"CI_PROJECT_URL": base, "ECRCOPY_PROJECT_URL": "https://mirror.example/x/ecrcopy"})["Homepage"] == (
+        "https://mirror.example/x/ecrcopy"
+    )
+    for bad in ("http://gitlab.example.com/x", "https://host", "https://h/x y", "javascript:alert(1)"):
+        with pytest.raises(ValueError, match="must be an https URL"):
+            urls({"CI_PROJECT_URL": bad})
+
+
+def test_a_wheel_built_in_a_hosted_project_names_its_urls(tmp_path: Path) -> None:
+    base = "https://gitlab.example.com/platform/ecrcopy"
+    env = {**OFFLINE, "CI_PROJECT_URL": base}
+    run(sys.executable, "-m", "build", "--no-isolation", "--wheel", "--outdir", tmp_path, ROOT, cwd=tmp_path, env=env)
+    wheel = next(tmp_path.glob("ecrcopy-*.whl"))
+    with zipfile.ZipFile(wheel) as whl:
+        meta = next(n for n in whl.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = email.parser.Parser().parsestr(whl.read(meta).decode())
+    urls = dict(u.split(", ", 1) for u in metadata.get_all("Project-URL") or ())
+    assert urls == {
+        "Homepage": base,
+        "Documentation": f"{base}/-/blob/main/README.md#documentation",
+        "Changelog": f"{base}/-/blob/main/CHANGELOG.md",
+        "Issues": f"{base}/-/issues",
+        "Source": f"{base}/-/tree/main",
+    }
+    out = run(sys.executable, "-m", "twine", "check", "--strict", wheel, cwd=tmp_path)
+    assert "PASSED" in out
