@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -21,13 +22,21 @@ from ._migration_report import MigrationReport
 from ._report import CopyReport
 from ._verify_report import VerifyReport
 
-__all__ = ["merge_command", "read_report"]
+__all__ = ["MAX_REPORT_SIZE", "merge_command", "read_report"]
+
+#: a report of 10,000 images is some 10 MB: anything far larger is not one
+MAX_REPORT_SIZE = 1 << 30
 
 
 def read_report(path: Path) -> CopyReport | VerifyReport:
     """A JSON report written by ``copy``, ``migrate`` (a :class:`MigrationReport`), ``verify`` or ``report merge``."""
     try:
-        text = path.read_text(encoding="utf-8")
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigurationError(f"cannot read {path}: not a regular file")
+        if info.st_size > MAX_REPORT_SIZE:
+            raise ConfigurationError(f"{path}: {info.st_size:,} bytes is more than any ecrcopy report")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
@@ -61,8 +70,22 @@ def merge_command(args: argparse.Namespace, out: TextIO) -> int:
     view = overview(copies, checks)
     if args.html is not None:
         write_text(args.html, render_html(view, title=args.title))
+    merged: CopyReport | VerifyReport
+    if any(isinstance(r, MigrationReport) for r in copies) or (copies and checks):
+        merged = MigrationReport.merge(copies, checks)
+    elif copies:
+        merged = CopyReport.merge(copies)
+    else:
+        merged = VerifyReport.merge(checks)
+    given = sum(len(r.images) for r in reports) + sum(
+        len(r.verification.images) for r in copies if isinstance(r, MigrationReport) and r.verification
+    )
+    counted = len(merged.images) + (
+        len(merged.verification.images) if isinstance(merged, MigrationReport) and merged.verification else 0
+    )
+    if counted < given:
+        print(f"report merge: {given - counted} images are in more than one report: each counted once", file=out)
     if args.report is not None:
-        merged = MigrationReport.merge(copies, checks) if copies else VerifyReport.merge(checks)
         write_text(args.report, merged.model_dump_json(indent=2) + "\n")
     written = " and ".join(str(p) for p in (args.html, args.report) if p is not None)
     print(f"merged {len(reports)} report{'s' if len(reports) != 1 else ''} into {written}: {view.headline}", file=out)

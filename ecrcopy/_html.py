@@ -22,7 +22,7 @@ from typing import Literal
 
 from ._cilog import human_size
 from ._migration_report import MigrationReport
-from ._plan import shard_order
+from ._plan import PlanSummary
 from ._report import CopyReport, ImageResult, Totals
 from ._verify_report import VerifiedImage, VerifyReport, VerifyTotals
 
@@ -30,8 +30,8 @@ __all__ = ["Overview", "RepositoryRow", "overview", "render_html", "repository_o
 
 Verdict = Literal["ok", "warning", "failed", "planned"]
 
-#: skip reasons that need someone's attention (the image is not at the destination)
-_ATTENTION = frozenset({"archived", "activating", "conflict"})
+#: the one skip reason that means the image is at the destination (every other one: it is not)
+_PRESENT = "up-to-date"
 #: at most this many repositories in the chart (the table lists them all)
 CHART_LIMIT = 30
 
@@ -103,9 +103,11 @@ def overview(reports: Sequence[CopyReport], verifications: Sequence[VerifyReport
     totals = copy.totals if copy is not None else Totals()
 
     skipped = Counter(image.reason or "skipped" for image in (copy.images if copy else []) if image.status == "skipped")
-    plans = [r.plan for r in reports if isinstance(r, MigrationReport)]
-    untagged = sum(sum(plan.untagged_skipped.values()) for plan in plans)
-    restore = [c for r in reports if isinstance(r, MigrationReport) for c in r.restore_commands]
+    migrations = [r for r in reports if isinstance(r, MigrationReport)]
+    # a plain copy merged with verify reports is a MigrationReport with the default (empty) plan
+    plans = [r.plan for r in migrations if r.plan != PlanSummary()]
+    plan = PlanSummary.merge(plans) if plans else None
+    restore = [c for r in migrations for c in r.restore_commands]
     runs: list[CopyReport | VerifyReport] = [*reports, *verify_reports]
     starts = [r.started_at for r in runs]
     ends = [r.finished_at for r in runs if r.finished_at is not None]
@@ -117,9 +119,9 @@ def overview(reports: Sequence[CopyReport], verifications: Sequence[VerifyReport
         verify=verify,
         skipped_by_reason=dict(sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))),
         archived=skipped.get("archived", 0) + skipped.get("activating", 0),
-        untagged_not_copied=untagged,
-        bytes_planned=sum(plan.estimated_bytes for plan in plans) if plans else None,
-        shards=sorted({s for plan in plans for s in plan.shard.split(",")}, key=shard_order),
+        untagged_not_copied=sum(plan.untagged_skipped.values()) if plan else 0,
+        bytes_planned=plan.estimated_bytes if plan else None,
+        shards=plan.shard.split(",") if plan else [],
         started_at=min(starts) if starts else None,
         finished_at=max(ends) if ends else None,
         failures=[image for image in (copy.images if copy else []) if image.status == "failed"],
@@ -154,6 +156,8 @@ def _verdict(view: Overview) -> tuple[Verdict, str]:
     t = view.totals
     verify = view.verify
     differ = len(view.differences)
+    if t.images == 0 and (verify is None or verify.totals.images == 0):
+        return "warning", "Nothing to report: the run selected no images"
     if view.copy is None and verify is not None:
         n = verify.totals.images
         if differ:
@@ -168,11 +172,12 @@ def _verdict(view: Overview) -> tuple[Verdict, str]:
         return "failed", "; ".join(problems).capitalize()
     if t.planned:
         return "planned", f"Dry run: {_count(t.planned, 'image')} would be copied"
-    attention = sum(n for reason, n in view.skipped_by_reason.items() if reason in _ATTENTION)
-    done = f"{_count(t.copied + t.skipped - attention, 'image')} at the destination"
+    left_out = sum(n for reason, n in view.skipped_by_reason.items() if reason != _PRESENT)
+    present = t.copied + view.skipped_by_reason.get(_PRESENT, 0)
+    done = f"{_count(present, 'image')} at the destination"
     checked = ", verified" if verify is not None else ""
-    if attention:
-        return "warning", f"{done}{checked}; {_count(attention, 'image')} need attention (see Skipped)"
+    if left_out:
+        return "warning", f"{done}{checked}; {_count(left_out, 'image')} not moved (see Skipped)"
     return "ok", f"Migration complete: {done}{checked}"
 
 
@@ -373,6 +378,7 @@ def _skipped(view: Overview) -> str:
         "activating": "being restored from ECR's archive: run again when ACTIVE",
         "conflict": "the destination tag holds another image (--on-conflict skip)",
         "invalid_tag": "not a valid OCI tag: no registry can hold it",
+        "unsupported": "Docker schema 1 or foreign layers: not copied",
         "untagged (policy skip)": "untagged standalone images left out (--untagged tag copies them)",
     }
     out.append(

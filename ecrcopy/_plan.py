@@ -13,7 +13,7 @@ import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -252,36 +252,42 @@ class SkippedTag:
     reason: str
 
 
+#: a count or size read back from a report: bounded to a 64-bit integer, never negative
+_Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
 class PlanSummary(BaseModel):
     """The plan in numbers, stored in the report."""
 
-    repositories: int = 0
-    repositories_total: int = 0
-    repositories_excluded: int = 0
-    images: int = 0
-    tags: int = 0
-    untagged: int = Field(
+    repositories: _Count = 0
+    repositories_total: _Count = 0
+    repositories_excluded: _Count = 0
+    images: _Count = 0
+    tags: _Count = 0
+    untagged: _Count = Field(
         0, description="untagged ECR images: index children, referrers and standalone images (not copied alone)"
     )
-    untagged_standalone: int = Field(0, description="untagged images that are neither index children nor referrers")
-    untagged_index_children: int = Field(0, description="untagged images an index lists (copied with their index)")
-    untagged_referrers: int = Field(0, description="untagged referrers (signatures, SBOMs; copied with their subject)")
-    untagged_skipped: dict[str, int] = Field(
+    untagged_standalone: _Count = Field(0, description="untagged images that are neither index children nor referrers")
+    untagged_index_children: _Count = Field(0, description="untagged images an index lists (copied with their index)")
+    untagged_referrers: _Count = Field(
+        0, description="untagged referrers (signatures, SBOMs; copied with their subject)"
+    )
+    untagged_skipped: dict[str, _Count] = Field(
         default_factory=dict,
         description="per repository, untagged standalone images not copied (untagged='skip'; 'tag' copies them)",
     )
-    untagged_tagged: int = Field(0, description="untagged standalone images to copy under untagged-<hex>")
-    referrers: int = Field(
+    untagged_tagged: _Count = Field(0, description="untagged standalone images to copy under untagged-<hex>")
+    referrers: _Count = Field(
         0,
         description="referrers in ECR's listing (subjectManifestDigest) and cosign tags, copied with their subject",
     )
-    tags_filtered: int = 0
-    tags_invalid: int = 0
-    tags_archived: int = Field(
+    tags_filtered: _Count = 0
+    tags_invalid: _Count = 0
+    tags_archived: _Count = Field(
         0, description="tags of images in ECR's archive storage class (or being restored): skipped, not pullable"
     )
-    estimated_bytes: int = 0
-    already_present_bytes: int | None = Field(None, description="dry run: bytes of tags already at the destination")
+    estimated_bytes: _Count = 0
+    already_present_bytes: _Count | None = Field(None, description="dry run: bytes of tags already at the destination")
     shard: str = "1/1"
     destinations: dict[str, str] = Field(default_factory=dict, description="ECR repository -> destination path")
 
@@ -306,7 +312,7 @@ class PlanSummary(BaseModel):
         merged.repositories_excluded = max(s.repositories_excluded for s in summaries)
         present = [s.already_present_bytes for s in summaries]
         merged.already_present_bytes = None if None in present else sum(p or 0 for p in present)
-        merged.shard = ",".join(sorted({s.shard for s in summaries}, key=shard_order))
+        merged.shard = ",".join(sorted({part for s in summaries for part in s.shard.split(",")}, key=shard_order))
         merged.destinations = dict(sorted({k: v for s in summaries for k, v in s.destinations.items()}.items()))
         merged.untagged_skipped = dict(sorted({k: v for s in summaries for k, v in s.untagged_skipped.items()}.items()))
         return merged

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 __all__ = [
     "Challenge",
@@ -445,9 +445,9 @@ def same_origin(a: str, b: str) -> bool:
 
 
 def same_path(a: str, b: str) -> bool:
-    """Same URL path (an unparseable URL shares no one's path)."""
+    """Same URL path, percent-encoding aside (an unparseable URL shares no one's path)."""
     try:
-        return urlsplit(a).path == urlsplit(b).path
+        return unquote(urlsplit(a).path) == unquote(urlsplit(b).path)
     except ValueError:
         return False
 

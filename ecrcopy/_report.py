@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
@@ -25,6 +25,16 @@ __all__ = [
 log = logging.getLogger("ecrcopy")
 
 ImageStatus = Literal["copied", "skipped", "failed", "planned"]
+
+#: a count or a size in a report: read back from files, so bounded (a 64-bit integer at most)
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
+#: seconds in a report: finite, never negative
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """A timestamp read from a report: one without an offset is taken as UTC (reports write UTC)."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 class ReferrerResult(BaseModel):
@@ -62,16 +72,16 @@ class ImageResult(BaseModel):
     reason: str | None = None
     error: str | None = None
     media_type: str | None = None
-    blobs_uploaded: int = 0
-    blobs_mounted: int = 0
-    blobs_existing: int = 0
-    bytes_uploaded: int = 0
-    manifests_pushed: int = 0
+    blobs_uploaded: Count = 0
+    blobs_mounted: Count = 0
+    blobs_existing: Count = 0
+    bytes_uploaded: Count = 0
+    manifests_pushed: Count = 0
     #: referrers (signatures, attestations, SBOMs) of this image and of its index children
     referrers: list[ReferrerResult] = Field(default_factory=list)
     #: fallback tags (``sha256-<hex>``) written at a destination without the referrers API
-    referrer_tags_written: int = 0
-    duration_seconds: float = 0.0
+    referrer_tags_written: Count = 0
+    duration_seconds: Seconds = 0.0
 
     @property
     def referrers_copied(self) -> int:
@@ -125,9 +135,11 @@ class CopyReport(BaseModel):
     started_at: datetime = Field(default_factory=_now)
     finished_at: datetime | None = None
     #: what retrying cost this run (see :class:`Totals`)
-    retries: int = 0
-    rate_limited: int = 0
-    retry_wait_seconds: float = 0.0
+    retries: Count = 0
+    rate_limited: Count = 0
+    retry_wait_seconds: Seconds = 0.0
+
+    _utc = field_validator("started_at", "finished_at")(as_utc)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -182,9 +194,13 @@ class CopyReport(BaseModel):
 
     @classmethod
     def merge(cls, reports: Sequence[CopyReport]) -> Self:
-        """One report for several runs (for example several repositories)."""
+        """One report for several runs (for example several repositories).
+
+        An image in several of them (the same source and destination: a report merged with a
+        merge of itself, a rerun) is counted once, as the last report has it.
+        """
         merged = cls(
-            images=[i for r in reports for i in r.images],
+            images=list({(i.source, i.destination): i for r in reports for i in r.images}.values()),
             retries=sum(r.retries for r in reports),
             rate_limited=sum(r.rate_limited for r in reports),
             retry_wait_seconds=sum(r.retry_wait_seconds for r in reports),

@@ -48,6 +48,16 @@ class _Pair:
     hints: ReferrerHints
 
 
+def announce(copier: Copier, item: VerifiedImage) -> None:
+    """Tell the copier's event callback that ``item`` is settled (``image_verified``)."""
+    copier.emit(ProgressEvent("image_verified", item.source, item.destination, digest=item.digest, outcome=item.status))
+
+
+def _planned(copier: Copier, total: int) -> None:
+    if total:
+        copier.emit(ProgressEvent("verify_planned", "", "", total=total))
+
+
 class _Checker:
     """Checks pairs with shared clients; remembers what it found present so nothing is asked twice."""
 
@@ -64,14 +74,12 @@ class _Checker:
     async def run(self, pairs: Sequence[_Pair]) -> list[VerifiedImage]:
         results: list[VerifiedImage | None] = [None] * len(pairs)
 
-        self.copier.emit(ProgressEvent("verify_planned", "", "", total=len(pairs)))
+        _planned(self.copier, len(pairs))
 
         async def one(index: int) -> None:
             item = await self.check(pairs[index])
             results[index] = item
-            self.copier.emit(
-                ProgressEvent("image_verified", item.source, item.destination, digest=item.digest, outcome=item.status)
-            )
+            announce(self.copier, item)
 
         await run_all(
             [lambda i=i: one(i) for i in range(len(pairs))],  # type: ignore[misc]
@@ -242,6 +250,9 @@ async def verify_repository(
             )
             for t in invalid
         )
+        _planned(copier, len(report.images))
+        for item in report.images:
+            announce(copier, item)
     report.images[:0] = await _Checker(copier, src_client, dst_client, deep=deep).run(pairs)
     return report.finish()
 
@@ -265,17 +276,18 @@ async def verify_migration(
     checker = _Checker(copier, prepared.source_client, prepared.destination_client, deep=deep)
     report = VerifyReport(deep=deep, plan=prepared.plan.summary)
     report.images.extend(await checker.run(pairs))
-    for result in prepared.unusable:
-        report.images.append(
-            VerifiedImage(
-                source=result.source,
-                destination=result.destination,
-                status="error",
-                reason=result.reason,
-                error=result.error,
-            )
-        )
     plan = prepared.plan
+    _planned(copier, len(prepared.unusable) + len(plan.skipped))  # settled without a check of their own
+    for result in prepared.unusable:
+        item = VerifiedImage(
+            source=result.source,
+            destination=result.destination,
+            status="error",
+            reason=result.reason,
+            error=result.error,
+        )
+        report.images.append(item)
+        announce(copier, item)
     for skipped in plan.skipped:
         dst_repo = f"{prepared.prefix.repository}/{plan.destinations[skipped.repository]}"
         item = VerifiedImage(
@@ -301,4 +313,5 @@ async def verify_migration(
                     skipped.reason, restore_command(prepared.api.region, source.registry_id, skipped)
                 )
         report.images.append(item)
+        announce(copier, item)
     return report.finish()

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validat
 
 from ._plan import PlanSummary
 from ._protocol import clean_text
+from ._report import Count, as_utc
 
 __all__ = [
     "VerifiedImage",
@@ -66,7 +67,7 @@ class VerifiedImage(BaseModel):
     #: "referrer sha256:…", "referrers tag sha256-…")
     missing: list[str] = Field(default_factory=list)
     #: ``deep``: manifests, blobs and referrers checked
-    checked: int = 0
+    checked: Count = 0
 
     @field_validator("error", "reason")
     @classmethod
@@ -103,6 +104,8 @@ class VerifyReport(BaseModel):
     plan: PlanSummary | None = None
     started_at: datetime = Field(default_factory=_now)
     finished_at: datetime | None = None
+
+    _utc = field_validator("started_at", "finished_at")(as_utc)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -141,9 +144,10 @@ class VerifyReport(BaseModel):
 
     @classmethod
     def merge(cls, reports: Sequence[VerifyReport]) -> Self:
-        """One report for several verify runs: images concatenated, ``deep`` only if every run was deep."""
+        """One report for several verify runs: images concatenated (one entry per source and
+        destination, the last), ``deep`` only if every run was deep."""
         merged = cls(
-            images=[i for r in reports for i in r.images],
+            images=list({(i.source, i.destination): i for r in reports for i in r.images}.values()),
             deep=bool(reports) and all(r.deep for r in reports),
             plan=PlanSummary.merge([r.plan for r in reports if r.plan is not None])
             if any(r.plan for r in reports)

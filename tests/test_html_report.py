@@ -164,7 +164,8 @@ statuses = st.sampled_from(["copied", "skipped", "failed", "planned"])
 def images(draw: st.DrawFn) -> ImageResult:
     repo = draw(st.sampled_from(["a", "b/c", "d/e/f"]))
     status = draw(statuses)
-    reason = draw(st.sampled_from([None, "up-to-date", "archived", "conflict"])) if status == "skipped" else None
+    reasons = [None, "up-to-date", "archived", "conflict", "invalid_tag", "unsupported"]
+    reason = draw(st.sampled_from(reasons)) if status == "skipped" else None
     return ImageResult(
         source=f"src.example/{repo}:t{draw(st.integers(0, 9))}",
         destination=f"dst.example/g/p/{repo}:t",
@@ -195,17 +196,31 @@ def test_the_page_totals_are_the_merged_reports_totals(shards: list[list[ImageRe
     assert parse(merged.to_html()).totals == page.totals
     failed = any(i.status == "failed" for imgs in shards for i in imgs)
     assert (page.verdict == "failed") == failed
+    images = list({(i.source, i.destination): i for imgs in shards for i in imgs}.values())
+    if not failed and images and not any(i.status == "planned" for i in images):
+        present = sum(1 for i in images if i.status == "copied" or i.reason == "up-to-date")
+        assert f"{present:,} image{'s' if present != 1 else ''} at the destination" in page.all_text
+        assert (page.verdict == "ok") == (present == len(images))
 
 
 def test_verdicts() -> None:
+    tags = iter(range(10**6))
+
     def one(status: str, reason: str | None = None) -> ImageResult:
-        return ImageResult(source="s/a:1", destination="d/a:1", status=status, reason=reason)  # type: ignore[arg-type]
+        tag = next(tags)  # distinct images: one source and destination is one image
+        return ImageResult(source=f"s/a:{tag}", destination=f"d/a:{tag}", status=status, reason=reason)  # type: ignore[arg-type]
 
     assert overview([CopyReport(images=[one("copied")])]).verdict == "ok"
     assert overview([CopyReport(images=[one("skipped", "up-to-date")])]).verdict == "ok"
     assert overview([CopyReport(images=[one("skipped", "archived")])]).verdict == "warning"
     assert overview([CopyReport(images=[one("copied"), one("failed")])]).verdict == "failed"
     assert overview([CopyReport(images=[one("planned")])]).verdict == "planned"
+    for reason in ("invalid_tag", "unsupported", "conflict", "activating"):
+        view = overview([CopyReport(images=[one("copied"), one("skipped", reason)])])
+        assert view.verdict == "warning", reason
+        assert view.headline == "1 image at the destination; 1 image not moved (see Skipped)"
+    assert overview([CopyReport()]).verdict == "warning"  # nothing selected is not a success
+    assert overview([], [VerifyReport()]).headline.startswith("Nothing to report")
     missing = VerifyReport(images=[VerifiedImage(source="s/a:1", destination="d/a:1", status="missing")])
     assert overview([CopyReport(images=[one("copied")])], [missing]).verdict == "failed"
     assert overview([], [missing]).headline.startswith("Verify: 1 of 1 image differ")
@@ -246,6 +261,7 @@ class Pipeline:
     verify: dict[str, Any]
     merged: dict[str, Any]
     merge_output: str
+    verify_output: str
 
 
 def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -303,6 +319,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             assert proc.returncode in (0, 1), proc.stderr
         proc = _cli("verify", "--report", "ecrcopy-verify.json", "--html", "ecrcopy-verify.html", env=env, cwd=work)
         assert proc.returncode == 1, proc.stdout + proc.stderr  # the conflicting tag differs
+        verify_output = proc.stdout
         reports = sorted(str(p.name) for p in work.glob("ecrcopy-report-*.json"))
         merge = _cli(
             "report",
@@ -328,6 +345,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             verify=load("ecrcopy-verify.json"),
             merged=load("ecrcopy-report.json"),
             merge_output=merge.stdout,
+            verify_output=verify_output,
         )
 
 
@@ -370,6 +388,13 @@ def test_the_merged_page_has_every_shard_and_the_verify_result(pipeline: Pipelin
     assert "merged 3 reports into ecrcopy-report.html and ecrcopy-report.json" in pipeline.merge_output
 
 
+def test_verify_progress_counts_every_image_it_reports(pipeline: Pipeline) -> None:
+    """The archived image is settled without a check of its own: the last progress line counts it too."""
+    progress = [line for line in pipeline.verify_output.splitlines() if line.startswith("progress: ")]
+    n = pipeline.verify["totals"]["images"]
+    assert progress and progress[-1].startswith(f"progress: {n}/{n} images, 2 differ, "), progress
+
+
 def test_the_verify_page(pipeline: Pipeline) -> None:
     page = parse((pipeline.work / "ecrcopy-verify.html").read_text())
     assert_safe_markup(page)
@@ -396,6 +421,79 @@ def test_report_merge_refuses_what_is_not_a_report(tmp_path: Path) -> None:
     assert not (tmp_path / "out.html").exists()
     proc = _cli("report", "merge", "bad.json", env=env, cwd=tmp_path)
     assert proc.returncode == 2 and "--html PATH and/or --report PATH" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ('{"images": [], "retry_wait_seconds": Infinity}', "not an ecrcopy report (retry_wait_seconds"),
+        ('{"images": [{"source": "a", "destination": "b", "status": "copied", "bytes_uploaded": 1' + "0" * 400 + "}]}",
+         "images.0.bytes_uploaded"),
+        ('{"images": [], "plan": {"estimated_bytes": -1}}', "plan.estimated_bytes"),
+        ('{"images": [], "plan": "x"}', "not an ecrcopy report (plan"),
+        ('{"images": ["x"]}', "not an ecrcopy report (images.0"),
+        ("[]", "it has no list of images"),
+    ],
+)  # fmt: skip
+def test_report_merge_refuses_hostile_reports_in_one_line(tmp_path: Path, content: str, fragment: str) -> None:
+    (tmp_path / "r.json").write_text(content)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CI_", "ECRCOPY_"))}
+    proc = _cli("report", "merge", "r.json", "--html", "out.html", env=env, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ecrcopy: error: r.json: ") and fragment in lines[0], proc.stderr
+
+
+def test_report_merge_reads_timestamps_without_offset_as_utc_and_writes_utf8_in_any_locale(tmp_path: Path) -> None:
+    naive = CopyReport(images=[ImageResult(source="s/a:1", destination="d/a:1", status="copied")]).finish()
+    data = json.loads(naive.model_dump_json())
+    data["started_at"] = data["started_at"].replace("Z", "").split("+")[0]
+    (tmp_path / "naive.json").write_text(json.dumps(data))
+    (tmp_path / "aware.json").write_text(CopyReport().finish().model_dump_json())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CI_", "ECRCOPY_", "LC_", "LANG"))}
+    env.update(LC_ALL="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0")
+    proc = _cli(
+        "report", "merge", "naive.json", "aware.json", "--html", "o.html", "--report", "o.json", env=env, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "·" in (tmp_path / "o.html").read_text(encoding="utf-8")
+    assert json.loads((tmp_path / "o.json").read_text())["totals"]["copied"] == 1
+
+
+def test_report_merge_refuses_what_is_no_regular_file(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo.json")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CI_", "ECRCOPY_"))}
+    proc = _cli("report", "merge", "fifo.json", "--html", "o.html", env=env, cwd=tmp_path)
+    assert proc.returncode == 2 and "not a regular file" in proc.stderr, proc.stderr
+
+
+def test_merging_plain_copy_reports_stays_a_copy_report_and_counts_each_image_once(tmp_path: Path) -> None:
+    one = CopyReport(images=[ImageResult(source="s/a:1", destination="d/a:1", status="copied", bytes_uploaded=5)])
+    two = CopyReport(images=[ImageResult(source="s/b:1", destination="d/b:1", status="copied", bytes_uploaded=7)])
+    (tmp_path / "1.json").write_text(one.finish().model_dump_json())
+    (tmp_path / "2.json").write_text(two.finish().model_dump_json())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CI_", "ECRCOPY_"))}
+    proc = _cli("report", "merge", "1.json", "2.json", "--report", "m.json", "--html", "m.html", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    merged = json.loads((tmp_path / "m.json").read_text())
+    assert "plan" not in merged and merged["totals"]["bytes_uploaded"] == 12
+    first = parse((tmp_path / "m.html").read_text())
+    # the merge given again with its own inputs: the same page, each image once, and a note
+    proc = _cli("report", "merge", "m.json", "1.json", "2.json", "--html", "again.html", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 images are in more than one report: each counted once" in proc.stdout
+    again = parse((tmp_path / "again.html").read_text())
+    assert again.totals == first.totals and "bytes_planned" not in again.totals
+    assert again.totals["images"] == "2"
+
+
+def test_plan_summaries_merge_once_per_shard() -> None:
+    a = PlanSummary(shard="1/4", repositories=2, repositories_total=9, estimated_bytes=10, untagged_skipped={"x": 1})
+    b = PlanSummary(shard="2/4", repositories=3, repositories_total=9, estimated_bytes=5, untagged_skipped={"y": 2})
+    ab = PlanSummary.merge([a, b])
+    assert (ab.shard, ab.repositories, ab.repositories_total, ab.estimated_bytes) == ("1/4,2/4", 5, 9, 15)
+    assert ab.untagged_skipped == {"x": 1, "y": 2}
+    assert PlanSummary.merge([ab, b, PlanSummary(shard="10/4")]).shard == "1/4,2/4,10/4"
 
 
 def test_chromium_renders_the_merged_page(pipeline: Pipeline, tmp_path: Path) -> None:

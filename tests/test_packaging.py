@@ -147,20 +147,18 @@ def test_project_urls_come_from_the_hosting_project() -> None:
     urls = _hatch_build().project_urls
     assert urls({}) == {}
     base = "https://gitlab.example.com/platform/ecrcopy"
-    got = urls({"CI_PROJECT_URL": base + "/", "CI_COMMIT_TAG": "v0.2.0"})
+    assert urls({"CI_PROJECT_URL": base}) == {}  # another project's job building ecrcopy: not its address
+    got = urls({"ECRCOPY_PROJECT_URL": base + "/", "CI_COMMIT_TAG": "v0.2.0"})
     assert got["Homepage"] == base and got["Issues"] == f"{base}/-/issues"
     assert got["Changelog"] == f"{base}/-/blob/v0.2.0/CHANGELOG.md"
-    assert urls({"CI_PROJECT_URL": base, "ECRCOPY_PROJECT_URL": "https://mirror.example/x/ecrcopy"})["Homepage"] == (
-        "https://mirror.example/x/ecrcopy"
-    )
     for bad in ("http://gitlab.example.com/x", "https://host", "https://h/x y", "javascript:alert(1)"):
         with pytest.raises(ValueError, match="must be an https URL"):
-            urls({"CI_PROJECT_URL": bad})
+            urls({"ECRCOPY_PROJECT_URL": bad})
 
 
 def test_a_wheel_built_in_a_hosted_project_names_its_urls(tmp_path: Path) -> None:
     base = "https://gitlab.example.com/platform/ecrcopy"
-    env = {**OFFLINE, "CI_PROJECT_URL": base}
+    env = {**OFFLINE, "ECRCOPY_PROJECT_URL": base}
     run(sys.executable, "-m", "build", "--no-isolation", "--wheel", "--outdir", tmp_path, ROOT, cwd=tmp_path, env=env)
     wheel = next(tmp_path.glob("ecrcopy-*.whl"))
     with zipfile.ZipFile(wheel) as whl:
