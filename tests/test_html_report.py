@@ -181,7 +181,7 @@ def images(draw: st.DrawFn) -> ImageResult:
     )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.lists(images(), max_size=12), min_size=1, max_size=4))
 def test_the_page_totals_are_the_merged_reports_totals(shards: list[list[ImageResult]]) -> None:
     reports = [
@@ -194,9 +194,10 @@ def test_the_page_totals_are_the_merged_reports_totals(shards: list[list[ImageRe
     assert_totals_match(page, as_json)
     # merging and rendering the merged report gives the same page totals
     assert parse(merged.to_html()).totals == page.totals
-    failed = any(i.status == "failed" for imgs in shards for i in imgs)
-    assert (page.verdict == "failed") == failed
+    # one source and destination is one image: the last report's word on it counts
     images = list({(i.source, i.destination): i for imgs in shards for i in imgs}.values())
+    failed = any(i.status == "failed" for i in images)
+    assert (page.verdict == "failed") == failed
     if not failed and images and not any(i.status == "planned" for i in images):
         present = sum(1 for i in images if i.status == "copied" or i.reason == "up-to-date")
         assert f"{present:,} image{'s' if present != 1 else ''} at the destination" in page.all_text
