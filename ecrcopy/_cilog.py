@@ -15,7 +15,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-__all__ = ["eta_seconds", "human_size", "in_gitlab_ci", "progress_line", "section_end", "section_start"]
+__all__ = [
+    "eta_seconds",
+    "human_duration",
+    "human_size",
+    "in_gitlab_ci",
+    "progress_line",
+    "section_end",
+    "section_start",
+]
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 _ERASE = "\x1b[0K"
@@ -65,7 +73,7 @@ def progress_line(
     if uploaded is not None:
         rate = uploaded / elapsed if elapsed > 0 else 0.0
         parts += [f"{human_size(uploaded)} uploaded", f"{human_size(rate)}/s"]
-    parts += [f"{_duration(elapsed)} elapsed", f"ETA {_duration(eta)}" if eta is not None else "ETA unknown"]
+    parts += [f"{human_duration(elapsed)} elapsed", f"ETA {human_duration(eta)}" if eta is not None else "ETA unknown"]
     return ", ".join(parts)
 
 
@@ -78,7 +86,8 @@ def human_size(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def _duration(seconds: float) -> str:
+def human_duration(seconds: float) -> str:
+    """``1h02m03s``, ``4m05s``, ``7s``: whole seconds, never negative."""
     s = max(0, round(seconds))
     hours, rest = divmod(s, 3600)
     minutes, secs = divmod(rest, 60)

@@ -16,7 +16,7 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from ._cli_support import write_text
-from ._exceptions import ConfigurationError
+from ._exceptions import ConfigurationError, validation_summary
 from ._html import overview, render_html
 from ._migration_report import MigrationReport
 from ._report import CopyReport
@@ -55,9 +55,7 @@ def read_report(path: Path) -> CopyReport | VerifyReport:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise ConfigurationError(f"{path}: not an ecrcopy report ({where}: {first['msg']})") from None
+        raise ConfigurationError(f"{path}: not an ecrcopy report ({validation_summary(exc)})") from None
 
 
 def merge_command(args: argparse.Namespace, out: TextIO) -> int:
@@ -67,9 +65,6 @@ def merge_command(args: argparse.Namespace, out: TextIO) -> int:
     reports = [read_report(path) for path in paths]
     copies = [r for r in reports if isinstance(r, CopyReport)]
     checks = [r for r in reports if isinstance(r, VerifyReport)]
-    view = overview(copies, checks)
-    if args.html is not None:
-        write_text(args.html, render_html(view, title=args.title))
     merged: CopyReport | VerifyReport
     if any(isinstance(r, MigrationReport) for r in copies) or (copies and checks):
         merged = MigrationReport.merge(copies, checks)
@@ -77,19 +72,24 @@ def merge_command(args: argparse.Namespace, out: TextIO) -> int:
         merged = CopyReport.merge(copies)
     else:
         merged = VerifyReport.merge(checks)
-    given = sum(len(r.images) for r in reports) + sum(
-        len(r.verification.images) for r in copies if isinstance(r, MigrationReport) and r.verification
-    )
-    counted = len(merged.images) + (
-        len(merged.verification.images) if isinstance(merged, MigrationReport) and merged.verification else 0
-    )
-    if counted < given:
-        print(f"report merge: {given - counted} images are in more than one report: each counted once", file=out)
+    # the page is the merged report's: what --html shows is what --report writes
+    view = overview([merged]) if isinstance(merged, CopyReport) else overview([], [merged])
+    duplicates = sum(_images(r) for r in reports) - _images(merged)
+    if duplicates:
+        print(f"report merge: {duplicates} images are in more than one report: each counted once", file=out)
+    if args.html is not None:
+        write_text(args.html, render_html(view, title=args.title))
     if args.report is not None:
         write_text(args.report, merged.model_dump_json(indent=2) + "\n")
     written = " and ".join(str(p) for p in (args.html, args.report) if p is not None)
     print(f"merged {len(reports)} report{'s' if len(reports) != 1 else ''} into {written}: {view.headline}", file=out)
     return 0
+
+
+def _images(report: CopyReport | VerifyReport) -> int:
+    """The images a report holds, its verification's included."""
+    verification = report.verification if isinstance(report, MigrationReport) else None
+    return len(report.images) + (len(verification.images) if verification is not None else 0)
 
 
 def _distinct(paths: Sequence[Path], out: TextIO) -> list[Path]:

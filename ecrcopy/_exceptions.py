@@ -36,7 +36,10 @@ registry sent is stripped of control characters and terminal escapes.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 __all__ = [
     "AuthenticationError",
@@ -177,3 +180,10 @@ class TagConflict(EcrcopyError):
     """The destination tag already points at a different digest."""
 
     reason = "conflict"
+
+
+def validation_summary(exc: ValidationError) -> str:
+    """``field.path: message`` of the first error pydantic found: one line for a ConfigurationError."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {first['msg']}"

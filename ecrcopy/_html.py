@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from ._cilog import human_size
+from ._cilog import human_duration, human_size
 from ._migration_report import MigrationReport
 from ._plan import PlanSummary
 from ._report import CopyReport, ImageResult, Totals
@@ -254,15 +254,6 @@ def _subline(view: Overview, title: str) -> str:
     return " · ".join(bits)
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = round(seconds)
-    hours, rest = divmod(s, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
-
-
 def _item(name: str, label: str, value: float | str, shown: str | None = None, css: str = "") -> str:
     cls = f' class="{css}"' if css else ""
     dd = f'<dd data-total="{_e(name)}" data-value="{_e(value)}"{cls}>{_e(shown or value)}</dd>'
@@ -296,7 +287,14 @@ def _totals(view: Overview) -> str:
             _item("retries", "Retries", t.retries, f"{t.retries:,}"),
         ]
     duration = view.duration_seconds
-    items.append(_item("duration_seconds", "Duration", round(duration or 0, 3), _duration(duration)))
+    items.append(
+        _item(
+            "duration_seconds",
+            "Duration",
+            round(duration or 0, 3),
+            human_duration(duration) if duration is not None else "-",
+        )
+    )
     if view.verify is not None:
         v: VerifyTotals = view.verify.totals
         ok = view.verify.ok

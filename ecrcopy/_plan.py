@@ -13,14 +13,15 @@ import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ._exceptions import ConfigurationError
+from ._exceptions import ConfigurationError, validation_summary
 from ._mediatypes import INDEX_TYPES
 from ._reference import is_valid_repository, is_valid_tag
 from ._referrers import ReferrerHints, subject_of_tag, untagged_tag
+from ._report import Count
 
 __all__ = [
     "EcrImage",
@@ -189,9 +190,7 @@ class MigrationOptions(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ConfigurationError(f"migration option {where}: {first['msg']}") from None
+            raise ConfigurationError(f"migration option {validation_summary(exc)}") from None
 
     @field_validator("include", "exclude")
     @classmethod
@@ -252,42 +251,38 @@ class SkippedTag:
     reason: str
 
 
-#: a count or size read back from a report: bounded to a 64-bit integer, never negative
-_Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
-
-
 class PlanSummary(BaseModel):
     """The plan in numbers, stored in the report."""
 
-    repositories: _Count = 0
-    repositories_total: _Count = 0
-    repositories_excluded: _Count = 0
-    images: _Count = 0
-    tags: _Count = 0
-    untagged: _Count = Field(
+    repositories: Count = 0
+    repositories_total: Count = 0
+    repositories_excluded: Count = 0
+    images: Count = 0
+    tags: Count = 0
+    untagged: Count = Field(
         0, description="untagged ECR images: index children, referrers and standalone images (not copied alone)"
     )
-    untagged_standalone: _Count = Field(0, description="untagged images that are neither index children nor referrers")
-    untagged_index_children: _Count = Field(0, description="untagged images an index lists (copied with their index)")
-    untagged_referrers: _Count = Field(
+    untagged_standalone: Count = Field(0, description="untagged images that are neither index children nor referrers")
+    untagged_index_children: Count = Field(0, description="untagged images an index lists (copied with their index)")
+    untagged_referrers: Count = Field(
         0, description="untagged referrers (signatures, SBOMs; copied with their subject)"
     )
-    untagged_skipped: dict[str, _Count] = Field(
+    untagged_skipped: dict[str, Count] = Field(
         default_factory=dict,
         description="per repository, untagged standalone images not copied (untagged='skip'; 'tag' copies them)",
     )
-    untagged_tagged: _Count = Field(0, description="untagged standalone images to copy under untagged-<hex>")
-    referrers: _Count = Field(
+    untagged_tagged: Count = Field(0, description="untagged standalone images to copy under untagged-<hex>")
+    referrers: Count = Field(
         0,
         description="referrers in ECR's listing (subjectManifestDigest) and cosign tags, copied with their subject",
     )
-    tags_filtered: _Count = 0
-    tags_invalid: _Count = 0
-    tags_archived: _Count = Field(
+    tags_filtered: Count = 0
+    tags_invalid: Count = 0
+    tags_archived: Count = Field(
         0, description="tags of images in ECR's archive storage class (or being restored): skipped, not pullable"
     )
-    estimated_bytes: _Count = 0
-    already_present_bytes: _Count | None = Field(None, description="dry run: bytes of tags already at the destination")
+    estimated_bytes: Count = 0
+    already_present_bytes: Count | None = Field(None, description="dry run: bytes of tags already at the destination")
     shard: str = "1/1"
     destinations: dict[str, str] = Field(default_factory=dict, description="ECR repository -> destination path")
 
