@@ -37,6 +37,7 @@ from ecrcopy._verify_report import VerifiedImage, VerifyReport
 from ecrcopy.testing import Blob, EcrEmulator, GitLabEmulator, oci_image, oci_index, push
 
 from ._browser import render
+from .test_migrate import cli_env
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS_SCREENSHOT = ROOT / "docs" / "images" / "html-report.png"
@@ -265,12 +266,17 @@ class Pipeline:
     verify_output: str
 
 
-def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _plain_env() -> dict[str, str]:
+    """This process's environment without AWS, CI or ecrcopy settings (a GitLab job running the tests has them)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CI_", "ECRCOPY_"))}
+
+
+def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ecrcopy", *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=_plain_env() if env is None else env,
         cwd=cwd,
         timeout=300,
         check=False,
@@ -302,10 +308,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         push(gl.registry.url, f"{gl.project_path}/billing/ledger", oci_image([777], seed=99), "v1", auth=gl.credentials)
         ecr.reset_calls()
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CI_", "ECRCOPY_"))}
-        env.update(ecr.env())
-        env.update(gl.env())
-        env.update(DOCKER_CONFIG=str(work / "no-docker-config"), XDG_CACHE_HOME=str(work / "cache"), GITLAB_CI="true")
+        env = cli_env(ecr, gl, XDG_CACHE_HOME=str(work / "cache"), GITLAB_CI="true")
         for index_ in (1, 2):
             shard = {**env, "CI_NODE_INDEX": str(index_), "CI_NODE_TOTAL": "2"}
             proc = _cli(
@@ -409,18 +412,17 @@ def test_the_verify_page(pipeline: Pipeline) -> None:
 def test_report_merge_refuses_what_is_not_a_report(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text('{"images": [{"source": 1}]}')
     (tmp_path / "text.json").write_text("not json")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CI_", "ECRCOPY_"))}
     for name, fragment in (
         ("bad.json", "not an ecrcopy report"),
         ("text.json", "not JSON"),
         ("gone.json", "cannot read"),
     ):
-        proc = _cli("report", "merge", name, "--html", "out.html", env=env, cwd=tmp_path)
+        proc = _cli("report", "merge", name, "--html", "out.html", cwd=tmp_path)
         assert proc.returncode == 2, proc.stdout + proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("ecrcopy: error: ") and fragment in lines[0], proc.stderr
     assert not (tmp_path / "out.html").exists()
-    proc = _cli("report", "merge", "bad.json", env=env, cwd=tmp_path)
+    proc = _cli("report", "merge", "bad.json", cwd=tmp_path)
     assert proc.returncode == 2 and "--html PATH and/or --report PATH" in proc.stderr
 
 
@@ -438,8 +440,7 @@ def test_report_merge_refuses_what_is_not_a_report(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_report_merge_refuses_hostile_reports_in_one_line(tmp_path: Path, content: str, fragment: str) -> None:
     (tmp_path / "r.json").write_text(content)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CI_", "ECRCOPY_"))}
-    proc = _cli("report", "merge", "r.json", "--html", "out.html", env=env, cwd=tmp_path)
+    proc = _cli("report", "merge", "r.json", "--html", "out.html", cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ecrcopy: error: r.json: ") and fragment in lines[0], proc.stderr
@@ -451,7 +452,7 @@ def test_report_merge_reads_timestamps_without_offset_as_utc_and_writes_utf8_in_
     data["started_at"] = data["started_at"].replace("Z", "").split("+")[0]
     (tmp_path / "naive.json").write_text(json.dumps(data))
     (tmp_path / "aware.json").write_text(CopyReport().finish().model_dump_json())
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CI_", "ECRCOPY_", "LC_", "LANG"))}
+    env = {k: v for k, v in _plain_env().items() if not k.startswith(("LC_", "LANG"))}
     env.update(LC_ALL="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0")
     proc = _cli(
         "report", "merge", "naive.json", "aware.json", "--html", "o.html", "--report", "o.json", env=env, cwd=tmp_path
@@ -463,8 +464,7 @@ def test_report_merge_reads_timestamps_without_offset_as_utc_and_writes_utf8_in_
 
 def test_report_merge_refuses_what_is_no_regular_file(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo.json")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CI_", "ECRCOPY_"))}
-    proc = _cli("report", "merge", "fifo.json", "--html", "o.html", env=env, cwd=tmp_path)
+    proc = _cli("report", "merge", "fifo.json", "--html", "o.html", cwd=tmp_path)
     assert proc.returncode == 2 and "not a regular file" in proc.stderr, proc.stderr
 
 
@@ -473,14 +473,13 @@ def test_merging_plain_copy_reports_stays_a_copy_report_and_counts_each_image_on
     two = CopyReport(images=[ImageResult(source="s/b:1", destination="d/b:1", status="copied", bytes_uploaded=7)])
     (tmp_path / "1.json").write_text(one.finish().model_dump_json())
     (tmp_path / "2.json").write_text(two.finish().model_dump_json())
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CI_", "ECRCOPY_"))}
-    proc = _cli("report", "merge", "1.json", "2.json", "--report", "m.json", "--html", "m.html", env=env, cwd=tmp_path)
+    proc = _cli("report", "merge", "1.json", "2.json", "--report", "m.json", "--html", "m.html", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     merged = json.loads((tmp_path / "m.json").read_text())
     assert "plan" not in merged and merged["totals"]["bytes_uploaded"] == 12
     first = parse((tmp_path / "m.html").read_text())
     # the merge given again with its own inputs: the same page, each image once, and a note
-    proc = _cli("report", "merge", "m.json", "1.json", "2.json", "--html", "again.html", env=env, cwd=tmp_path)
+    proc = _cli("report", "merge", "m.json", "1.json", "2.json", "--html", "again.html", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "2 images are in more than one report: each counted once" in proc.stdout
     again = parse((tmp_path / "again.html").read_text())
