@@ -254,9 +254,11 @@ def _subline(view: Overview, title: str) -> str:
     return " · ".join(bits)
 
 
-def _item(name: str, label: str, value: float | str, shown: str | None = None, css: str = "") -> str:
+def _item(name: str, label: str, value: float | str, shown: str | None = None, *, css: str = "") -> str:
+    """One figure of the totals; a count is shown with thousands separators unless ``shown`` says otherwise."""
     cls = f' class="{css}"' if css else ""
-    dd = f'<dd data-total="{_e(name)}" data-value="{_e(value)}"{cls}>{_e(shown or value)}</dd>'
+    text = shown if shown is not None else f"{value:,}" if isinstance(value, int) else str(value)
+    dd = f'<dd data-total="{_e(name)}" data-value="{_e(value)}"{cls}>{_e(text)}</dd>'
     return f"<div><dt>{_e(label)}</dt>{dd}</div>"
 
 
@@ -265,26 +267,26 @@ def _totals(view: Overview) -> str:
     items: list[str] = []
     if view.copy is not None:
         items += [
-            _item("images", "Images", t.images, f"{t.images:,}"),
-            _item("copied", "Copied", t.copied, f"{t.copied:,}", "good" if t.copied else ""),
-            _item("skipped", "Skipped", t.skipped, f"{t.skipped:,}"),
-            _item("failed", "Failed", t.failed, f"{t.failed:,}", "bad" if t.failed else ""),
+            _item("images", "Images", t.images),
+            _item("copied", "Copied", t.copied, css="good" if t.copied else ""),
+            _item("skipped", "Skipped", t.skipped),
+            _item("failed", "Failed", t.failed, css="bad" if t.failed else ""),
         ]
         if t.planned:
-            items.append(_item("planned", "Planned (dry run)", t.planned, f"{t.planned:,}"))
+            items.append(_item("planned", "Planned (dry run)", t.planned))
         items += [
-            _item("archived", "Archived in ECR", view.archived, f"{view.archived:,}", "bad" if view.archived else ""),
+            _item("archived", "Archived in ECR", view.archived, css="bad" if view.archived else ""),
             _item("untagged_not_copied", "Untagged, not copied", view.untagged_not_copied),
-            _item("referrers_copied", "Signatures & SBOMs copied", t.referrers_copied, f"{t.referrers_copied:,}"),
+            _item("referrers_copied", "Signatures & SBOMs copied", t.referrers_copied),
             _item("referrers_existing", "Signatures & SBOMs already there", t.referrers_existing),
             _item("bytes_uploaded", "Bytes moved", t.bytes_uploaded, human_size(t.bytes_uploaded)),
         ]
         if view.bytes_planned is not None:
             items.append(_item("bytes_planned", "Bytes planned", view.bytes_planned, human_size(view.bytes_planned)))
         items += [
-            _item("blobs_uploaded", "Blobs uploaded", t.blobs_uploaded, f"{t.blobs_uploaded:,}"),
-            _item("blobs_mounted", "Blobs mounted", t.blobs_mounted, f"{t.blobs_mounted:,}"),
-            _item("retries", "Retries", t.retries, f"{t.retries:,}"),
+            _item("blobs_uploaded", "Blobs uploaded", t.blobs_uploaded),
+            _item("blobs_mounted", "Blobs mounted", t.blobs_mounted),
+            _item("retries", "Retries", t.retries),
         ]
     duration = view.duration_seconds
     items.append(
@@ -298,26 +300,30 @@ def _totals(view: Overview) -> str:
     if view.verify is not None:
         v: VerifyTotals = view.verify.totals
         ok = view.verify.ok
-        shown = f"{v.identical:,} of {v.images:,} identical" if ok else f"{v.images - v.identical - v.skipped:,} differ"
+        shown = f"{v.identical:,} of {v.images:,} identical" if ok else f"{len(view.differences):,} differ"
         items.append(
             _item(
                 "verify",
                 "Verify" + (" (deep)" if view.verify.deep else ""),
                 "ok" if ok else "failed",
                 shown,
-                "good" if ok else "bad",
+                css="good" if ok else "bad",
             )
         )
-        items.append(_item("verify_identical", "Verified identical", v.identical, f"{v.identical:,}"))
+        items.append(_item("verify_identical", "Verified identical", v.identical))
     else:
-        items.append(_item("verify", "Verify", "not run", "not run", "mute"))
+        items.append(_item("verify", "Verify", "not run", css="mute"))
     return '<section id="totals"><h2>Totals</h2><dl class="totals">' + "".join(items) + "</dl></section>"
 
 
-def _table(head: Sequence[str], rows: Iterable[Sequence[str]], numeric: frozenset[int] = frozenset()) -> str:
+def _head(head: Sequence[str], numeric: frozenset[int] = frozenset()) -> str:
     cells = "".join(f'<th{" class=n" if i in numeric else ""} scope="col">{_e(h)}</th>' for i, h in enumerate(head))
+    return f"<thead><tr>{cells}</tr></thead>"
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[str]], numeric: frozenset[int] = frozenset()) -> str:
     body = "".join(_rows_html(rows, numeric))
-    return f'<div class="scroll"><table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table></div>'
+    return f'<div class="scroll"><table>{_head(head, numeric)}<tbody>{body}</tbody></table></div>'
 
 
 def _rows_html(rows: Iterable[Sequence[str]], numeric: frozenset[int]) -> Iterable[str]:
@@ -343,7 +349,7 @@ def _image_cell(destination: str, source: str) -> str:
 def _failures(view: Overview) -> str:
     if not view.failures and not view.differences:
         return ""
-    head = "<thead><tr><th scope=col>Image</th><th scope=col>Reason</th><th scope=col>Details</th></tr></thead>"
+    head = _head(("Image", "Reason", "Details"))
     out = ['<section id="failures"><h2>Failures</h2>']
     if view.failures:
         rows = "".join(
@@ -455,7 +461,6 @@ def _repositories(view: Overview) -> str:
     if verified:
         head.append("Verified identical")
     numeric = frozenset(range(1, len(head)))
-    cells = "".join(f'<th{" class=n" if i in numeric else ""} scope="col">{_e(h)}</th>' for i, h in enumerate(head))
     body = []
     for row in view.repositories:
         values = [
@@ -476,5 +481,5 @@ def _repositories(view: Overview) -> str:
         )
     return (
         f'<section id="repositories"><h2>Repositories ({len(view.repositories):,})</h2><div class="scroll"><table>'
-        f"<thead><tr>{cells}</tr></thead><tbody>{''.join(body)}</tbody></table></div></section>"
+        f"{_head(head, numeric)}<tbody>{''.join(body)}</tbody></table></div></section>"
     )
