@@ -161,8 +161,8 @@ def test_clock_skew_does_not_multiply_token_requests(tmp_path: Path, ecr: EcrEmu
         )
         started = time.monotonic()
         proc = subprocess.run(
-            # paced to outlast the short tokens a few times over
-            [sys.executable, "-c", code, "migrate", "--concurrency", "2", "--max-requests-per-second", "*=40"],
+            # paced to outlast the short tokens a few times over (at 40/s a fast machine finished in under 4 s)
+            [sys.executable, "-c", code, "migrate", "--concurrency", "2", "--max-requests-per-second", "*=20"],
             capture_output=True,
             text=True,
             env=env,
@@ -201,7 +201,7 @@ def test_kill_9_at_seeded_moments_then_rerun(tmp_path: Path, ecr: EcrEmulator) -
             gl.registry.reset()
             proc = subprocess.Popen(
                 # paced (about 8 s for the whole migration), so that every kill lands in the middle of it
-                [sys.executable, "-m", "ecrcopy", "migrate", "--concurrency", "2", "--max-requests-per-second", "*=40"],
+                [sys.executable, "-m", "ecrcopy", "migrate", "--concurrency", "2", "--max-requests-per-second", "*=20"],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
