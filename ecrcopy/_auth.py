@@ -16,6 +16,8 @@ hiccup (connection trouble, 429, 5xx, an unreadable reply) is transient and retr
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -245,7 +247,8 @@ class Authenticator:
         key = _key(scopes)
         async with self._lock(key):
             now = time.monotonic()
-            for cached_key in (key, *(k for k in self._tokens if k != key and _covers(k, key))):
+            # the token asked for exactly these scopes first; others that cover them only when it is not fresh
+            for cached_key in itertools.chain((key,), (k for k in list(self._tokens) if k != key and _covers(k, key))):
                 cached = self._tokens.get(cached_key)
                 if cached is not None:
                     margin = min(self._refresh_margin, cached.lifetime * 0.2)
@@ -335,6 +338,7 @@ def _key(scopes: frozenset[Scope]) -> ScopeKey:
     return tuple(format_scopes(scopes))
 
 
+@functools.lru_cache(maxsize=4096)
 def _covers(have: ScopeKey, want: ScopeKey) -> bool:
     """True when a token granted for ``have`` was asked for everything in ``want``."""
     granted: dict[str, set[str]] = {}

@@ -1,4 +1,4 @@
-"""Amazon ECR as a source: the control plane through boto3, credentials for the data plane.
+"""Amazon ECR as a source: the control plane (JSON over signed HTTPS), credentials for the data plane.
 
 Only these IAM actions are ever called (see ``docs/iam-policy.json``)::
 
@@ -6,8 +6,11 @@ Only these IAM actions are ever called (see ``docs/iam-policy.json``)::
     ecr:DescribeRepositories   ecr:ListImages                   ecr:DescribeImages
     ecr:BatchGetImage
 
-A botocore hook refuses any other operation before it is sent. Data-plane requests (``/v2/``)
-use Basic ``AWS:<password>`` from ``GetAuthorizationToken``; the password is renewed before its
+Every API request goes through :meth:`EcrApi._post`, which refuses any other action before
+anything is sent. Requests are AWS JSON 1.1 (``X-Amz-Target``) signed with SigV4
+(:mod:`ecrcopy._sigv4`); where the endpoint and the keys come from is :mod:`ecrcopy._aws`
+(botocore only when the environment does not settle it). Data-plane requests (``/v2/``) use Basic
+``AWS:<password>`` from ``GetAuthorizationToken``; the password is renewed before its
 ``expiresAt`` and after a 401.
 """
 
@@ -15,23 +18,28 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
+import json
 import logging
 import os
+import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import anyio
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from . import _mediatypes as mt
+from ._aws import AwsTarget, dns_suffix, resolve_target
 from ._credentials import Credentials
 from ._exceptions import AuthenticationError, ConfigurationError, Denied, EcrcopyError, NotFound, RegistryUnavailable
 from ._models import MAX_BLOB_SIZE, Manifest
 from ._plan import EcrImage, EcrRepository
+from ._sigv4 import sign
 
 __all__ = ["ALLOWED_ACTIONS", "EcrApi", "EcrCredentials", "EcrSource"]
 
@@ -59,14 +67,45 @@ _AUTH_CODES = frozenset(
         "ExpiredTokenException",
         "ExpiredToken",
         "IncompleteSignature",
+        "IncompleteSignatureException",
         "MissingAuthenticationToken",
+        "MissingAuthenticationTokenException",
         "AuthFailure",
     }
 )
+#: Error codes AWS SDKs retry (throttling and transient service faults), besides HTTP 429 and 5xx.
+_RETRY_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+        "ServerException",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+_TARGET = "AmazonEC2ContainerRegistry_V20150921."
+_JSON = "application/x-amz-json-1.1"
+#: An answer larger than this is refused (100 manifests of ECR's 4 MiB limit fit).
+MAX_ANSWER = 512 * 1024 * 1024
+#: Attempts per API call (as botocore's adaptive mode here): throttling and server faults are retried.
+MAX_ATTEMPTS = 10
 
 
 class EcrSource(BaseModel):
-    """Where the images come from. Unset fields fall back to boto3's own configuration."""
+    """Where the images come from. Unset fields fall back to AWS's usual configuration (the
+    environment; else botocore's chain: profiles, roles, config file)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -78,7 +117,7 @@ class EcrSource(BaseModel):
     )
     profile: str | None = Field(None, description="AWS profile name (else AWS_PROFILE / default chain)")
     endpoint_url: str | None = Field(
-        None, description="ECR API endpoint override (boto3 also reads AWS_ENDPOINT_URL_ECR)"
+        None, description="ECR API endpoint override (else AWS_ENDPOINT_URL_ECR / AWS_ENDPOINT_URL)"
     )
 
     @classmethod
@@ -94,153 +133,256 @@ class EcrSource(BaseModel):
         return cls.model_validate(values)
 
 
-def _known_regions(session: Any) -> set[str]:
-    regions: set[str] = set()
-    for partition in session.get_available_partitions():
-        regions.update(session.get_available_regions("ecr", partition_name=partition))
-    return regions
+def _error_code(response: httpx.Response, body: Any) -> tuple[str, str]:
+    """``(code, message)`` of an AWS JSON error answer (``__type`` or ``x-amzn-ErrorType``)."""
+    raw = ""
+    message = ""
+    if isinstance(body, dict):
+        raw = str(body.get("__type") or body.get("code") or "")
+        message = str(body.get("message") or body.get("Message") or "")
+    raw = raw or response.headers.get("x-amzn-ErrorType", "")
+    code = raw.split(":", 1)[0].rsplit("#", 1)[-1]
+    return code, " ".join(message.split())[:500]
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _epoch(value: Any) -> datetime | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e11:
+        return datetime.fromtimestamp(value, UTC)
+    return None
 
 
 class EcrApi:
-    """A boto3 ECR client limited to the read-only actions, with clear errors. Blocking: call from a thread."""
+    """ECR's API limited to the read-only actions, with clear errors. Blocking: call from a thread.
 
-    def __init__(self, source: EcrSource) -> None:
-        import boto3
-        import botocore.config
-        import botocore.exceptions
+    One HTTP connection pool for every call (thread-safe); :meth:`close` it when done.
+    """
 
+    def __init__(
+        self,
+        source: EcrSource,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        environ: Mapping[str, str] | None = None,
+        backoff: float = 0.5,
+    ) -> None:
         self.source = source
         self.calls: list[str] = []
         #: (repository, digest) -> what BatchGetImage returned: one read per manifest and run
         self._manifests: dict[tuple[str, str], tuple[bytes, str | None]] = {}
-        try:
-            session = boto3.Session(profile_name=source.profile, region_name=source.region)
-        except botocore.exceptions.ProfileNotFound as exc:
-            raise ConfigurationError(str(exc)) from None
-        region = session.region_name
-        if not region:
-            raise ConfigurationError("no AWS region: set AWS_DEFAULT_REGION (or --region)")
-        known = _known_regions(session)
-        if known and region not in known:
-            raise ConfigurationError(f"unknown AWS region {region!r} (ECR is not offered there)")
-        self.region = region
-        config = botocore.config.Config(
-            retries={"mode": "adaptive", "max_attempts": 10},
-            user_agent_extra="ecrcopy",
-            connect_timeout=20,
-            read_timeout=60,
+        self._target: AwsTarget = resolve_target(
+            region=source.region, profile=source.profile, endpoint_url=source.endpoint_url, environ=environ
         )
-        self._client = session.client("ecr", config=config, endpoint_url=source.endpoint_url)
-        self._client.meta.events.register("before-call.ecr", self._guard)
+        self.region = self._target.region
+        self.endpoint = self._target.endpoint
+        scheme = urlsplit(self.endpoint).scheme
+        if scheme not in ("http", "https") or not urlsplit(self.endpoint).netloc:
+            raise ConfigurationError(f"invalid ECR API endpoint {self.endpoint!r}")
+        self._backoff = backoff
+        verify: ssl.SSLContext | bool = True
+        if scheme == "https":
+            from ._client import tls_context
 
-    def _guard(self, model: Any, **_: Any) -> None:
-        name = str(model.name)
-        if name not in ALLOWED_ACTIONS:
-            raise ConfigurationError(f"ecrcopy refuses to call ecr:{name}: it is outside the read-only policy")
-        self.calls.append(name)
+            verify = (
+                ssl.create_default_context(cafile=self._target.ca_bundle) if self._target.ca_bundle else tls_context()
+            )
+        self._http = httpx.Client(
+            transport=transport,
+            verify=verify,
+            timeout=httpx.Timeout(connect=20.0, read=60.0, write=60.0, pool=None),
+            follow_redirects=False,
+            headers={"User-Agent": "ecrcopy", "Accept-Encoding": "identity"},
+        )
+        log.debug("ECR API %s (%s, configuration from %s)", self.endpoint, self.region, self._target.resolved_by)
 
-    def _call(self, what: str, func: Callable[[], Any]) -> Any:
-        import botocore.exceptions
+    def close(self) -> None:
+        self._http.close()
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EcrApi(region={self.region!r}, endpoint={self.endpoint!r})"
+
+    def _guard(self, action: str) -> None:
+        if action not in ALLOWED_ACTIONS:
+            raise ConfigurationError(f"ecrcopy refuses to call ecr:{action}: it is outside the read-only policy")
+        self.calls.append(action)
+
+    def _post(self, action: str, payload: Mapping[str, Any], what: str) -> dict[str, Any]:
+        """One API call: signed, retried on throttling, 5xx and broken connections, errors mapped."""
+        self._guard(action)
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        url = self.endpoint + "/"
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            keys = self._target.keys.keys()
+            headers = {"Content-Type": _JSON, "X-Amz-Target": _TARGET + action}
+            headers.update(
+                sign(
+                    "POST",
+                    url,
+                    headers,
+                    body,
+                    access_key=keys.access_key,
+                    secret_key=keys.secret_key.get_secret_value(),
+                    session_token=keys.session_token.get_secret_value() if keys.session_token else None,
+                    region=self.region,
+                    service="ecr",
+                )
+            )
+            last = attempt == MAX_ATTEMPTS
+            try:
+                status, answer, response = self._exchange(url, headers, body)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                if last:
+                    if isinstance(exc, httpx.TimeoutException):
+                        raise RegistryUnavailable(
+                            f"ECR API timed out during {what}: {exc.__class__.__name__}"
+                        ) from None
+                    raise RegistryUnavailable(
+                        f"cannot reach the ECR API at {self.endpoint}: {exc.__class__.__name__}"
+                    ) from None
+                self._pause(attempt, what, exc.__class__.__name__)
+                continue
+            if status == 200:
+                if not isinstance(answer, dict):
+                    raise RegistryUnavailable(f"{what}: the ECR API answered with something that is not a JSON object")
+                return answer
+            code, message = _error_code(response, answer)
+            if status == 429 or status >= 500 or code in _RETRY_CODES:
+                if last:
+                    raise RegistryUnavailable(
+                        f"{what}: the ECR API still answers {code or f'HTTP {status}'} after {MAX_ATTEMPTS} attempts"
+                    )
+                self._pause(attempt, what, code or str(status))
+                continue
+            raise self._error(what, status, code, message)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _exchange(self, url: str, headers: Mapping[str, str], body: bytes) -> tuple[int, Any, httpx.Response]:
+        with self._http.stream("POST", url, headers=headers, content=body) as response:
+            chunks = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_ANSWER:
+                    raise RegistryUnavailable(f"the ECR API answered with more than {MAX_ANSWER} bytes: refused")
+                chunks.append(chunk)
+        data = b"".join(chunks)
         try:
-            return func()
-        except botocore.exceptions.NoCredentialsError:
-            raise AuthenticationError(
-                "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or a role"
-            ) from None
-        except botocore.exceptions.ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            message = " ".join(str(error.get("Message", "")).split())
-            if code in _AUTH_CODES:
-                raise AuthenticationError(f"AWS rejected the credentials ({code}) during {what}: {message}") from None
-            if code in ("AccessDeniedException", "AccessDenied"):
-                raise AuthenticationError(f"{what}: access denied ({message}); see docs/iam-policy.json") from None
-            if code == "RepositoryNotFoundException":
-                raise NotFound(f"{what}: {message}", code=code) from None
-            raise Denied(f"{what}: {code}: {message}", code=code) from None
-        except botocore.exceptions.EndpointConnectionError as exc:
-            raise RegistryUnavailable(f"cannot reach the ECR API: {exc}") from None
-        except (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError) as exc:
-            raise RegistryUnavailable(f"ECR API timed out during {what}: {exc.__class__.__name__}") from None
-        except botocore.exceptions.ParamValidationError:
-            raise  # the caller decides (an older botocore that lacks a newer parameter)
-        except botocore.exceptions.BotoCoreError as exc:
-            raise ConfigurationError(f"{what}: {exc}") from None
+            answer = json.loads(data) if data else {}
+        except (ValueError, UnicodeDecodeError):
+            answer = None
+        return response.status_code, answer, response
+
+    def _pause(self, attempt: int, what: str, why: str) -> None:
+        delay = random.uniform(0, min(20.0, self._backoff * 2**attempt))  # noqa: S311 (jitter, not a secret)
+        log.debug("ECR API %s: %s; attempt %d of %d again in %.1fs", what, why, attempt + 1, MAX_ATTEMPTS, delay)
+        time.sleep(delay)
+
+    def _error(self, what: str, status: int, code: str, message: str) -> EcrcopyError:
+        if code in _AUTH_CODES:
+            return AuthenticationError(f"AWS rejected the credentials ({code}) during {what}: {message}")
+        if code in ("AccessDeniedException", "AccessDenied"):
+            return AuthenticationError(f"{what}: access denied ({message}); see docs/iam-policy.json")
+        if code == "RepositoryNotFoundException":
+            return NotFound(f"{what}: {message}", code=code)
+        if not code:
+            return Denied(f"{what}: the ECR API answered HTTP {status}", code=str(status))
+        return Denied(f"{what}: {code}: {message}", code=code)
+
+    def _pages(self, action: str, payload: dict[str, Any], key: str, what: str) -> list[Any]:
+        """Every item of a paginated listing (``nextToken``), refusing a token that comes back."""
+        items: list[Any] = []
+        seen: set[str] = set()
+        request = dict(payload)
+        while True:
+            answer = self._post(action, request, what)
+            page = answer.get(key)
+            if isinstance(page, list):
+                items.extend(page)
+            token = answer.get("nextToken")
+            if not isinstance(token, str) or not token:
+                return items
+            if token in seen:
+                raise RegistryUnavailable(f"{what}: the ECR API repeated a page token; the listing would never end")
+            seen.add(token)
+            request["nextToken"] = token
 
     def authorization(self) -> tuple[Credentials, float, str]:
         """``(credentials, expires_at epoch, proxy endpoint)`` from GetAuthorizationToken."""
-        kwargs = {"registryIds": [self.source.registry_id]} if self.source.registry_id else {}
-        reply = self._call("GetAuthorizationToken", lambda: self._client.get_authorization_token(**kwargs))
+        payload = {"registryIds": [self.source.registry_id]} if self.source.registry_id else {}
+        reply = self._post("GetAuthorizationToken", payload, "GetAuthorizationToken")
         data = (reply.get("authorizationData") or [None])[0]
-        if not data:
+        if not isinstance(data, dict):
             raise AuthenticationError("GetAuthorizationToken returned no authorization data")
         try:
             user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError, KeyError):
+        except (binascii.Error, UnicodeDecodeError, KeyError, TypeError):
             raise AuthenticationError("GetAuthorizationToken returned an unreadable token") from None
-        expires = data.get("expiresAt")
-        expires_at = expires.timestamp() if isinstance(expires, datetime) else time.time() + 12 * 3600
+        expires = _epoch(data.get("expiresAt"))
+        expires_at = expires.timestamp() if expires is not None else time.time() + 12 * 3600
         return Credentials(user, SecretStr(password)), expires_at, str(data.get("proxyEndpoint") or "")
 
     def repositories(self) -> list[str]:
-        kwargs = {"registryId": self.source.registry_id} if self.source.registry_id else {}
-        paginator = self._client.get_paginator("describe_repositories")
-
-        def run() -> list[str]:
-            return [r["repositoryName"] for page in paginator.paginate(**kwargs) for r in page["repositories"]]
-
-        return list(self._call("DescribeRepositories", run))
+        payload = {"registryId": self.source.registry_id} if self.source.registry_id else {}
+        found = self._pages("DescribeRepositories", payload, "repositories", "DescribeRepositories")
+        return [r["repositoryName"] for r in found if isinstance(r, dict) and isinstance(r.get("repositoryName"), str)]
 
     def images(self, repository: str) -> EcrRepository:
         """Every image of ``repository``: tagged and untagged, active, archived and activating.
 
         ``filter.imageStatus = ANY`` makes ECR list archived images too (it lists only ACTIVE ones
-        otherwise). A botocore that does not know the filter rejects it before sending anything;
-        then the listing falls back to active images only, with a warning.
+        otherwise). An ECR-compatible endpoint that does not know the filter (it answers
+        ``InvalidParameterException``/``ValidationException``) is asked again without it, and the
+        listing then has active images only, with a warning.
         """
-        import botocore.exceptions
-
-        kwargs: dict[str, Any] = {"repositoryName": repository, "filter": {"tagStatus": "ANY", "imageStatus": "ANY"}}
+        payload: dict[str, Any] = {
+            "repositoryName": repository,
+            "filter": {"tagStatus": "ANY", "imageStatus": "ANY"},
+            "maxResults": 1000,
+        }
         if self.source.registry_id:
-            kwargs["registryId"] = self.source.registry_id
-        paginator = self._client.get_paginator("describe_images")
-
-        def run() -> list[dict[str, Any]]:
-            return [
-                d
-                for page in paginator.paginate(**kwargs, PaginationConfig={"PageSize": 1000})
-                for d in page["imageDetails"]
-            ]
-
+            payload["registryId"] = self.source.registry_id
+        what = f"DescribeImages {repository}"
         try:
-            details = self._call(f"DescribeImages {repository}", run)
-        except botocore.exceptions.ParamValidationError:
+            details = self._pages("DescribeImages", payload, "imageDetails", what)
+        except Denied as exc:
+            if exc.code not in ("InvalidParameterException", "ValidationException", "SerializationException"):
+                raise
             log.warning(
-                "this botocore (%s) does not know ECR's imageStatus filter: archived images of %s are not listed; "
-                "upgrade boto3 to see them",
-                botocore.__version__,
+                "the ECR API at %s does not take the imageStatus filter (%s): archived images of %s are not listed",
+                self.endpoint,
+                exc.code,
                 repository,
             )
-            kwargs["filter"] = {"tagStatus": "ANY"}
-            details = self._call(f"DescribeImages {repository}", run)
+            payload["filter"] = {"tagStatus": "ANY"}
+            details = self._pages("DescribeImages", payload, "imageDetails", what)
         images = []
         for d in details:
+            if not isinstance(d, dict):
+                continue
             digest = d.get("imageDigest")
             if not isinstance(digest, str):  # nothing to copy it by; the plan cannot name it either
                 log.warning("ECR described an image of %s without a digest; left out", repository)
                 continue
-            pushed = d.get("imagePushedAt")
+            pushed = _epoch(d.get("imagePushedAt"))
             size = d.get("imageSizeInBytes")
             images.append(
                 EcrImage(
                     digest=digest,  # validated where it becomes a reference (an unusable one fails its image)
                     tags=tuple(t for t in d.get("imageTags") or () if isinstance(t, str)),
                     size=size if isinstance(size, int) and 0 <= size <= MAX_BLOB_SIZE * 64 else None,
-                    pushed_at=pushed if isinstance(pushed, datetime) else None,
-                    media_type=d.get("imageManifestMediaType"),
-                    artifact_media_type=d.get("artifactMediaType"),
-                    subject_digest=d.get("subjectManifestDigest"),
+                    pushed_at=pushed,
+                    media_type=_text(d.get("imageManifestMediaType")),
+                    artifact_media_type=_text(d.get("artifactMediaType")),
+                    subject_digest=_text(d.get("subjectManifestDigest")),
                     status=status if isinstance(status := d.get("imageStatus"), str) and status else "ACTIVE",
                 )
             )
@@ -255,21 +397,29 @@ class EcrApi:
         wanted = list(dict.fromkeys(digests))
         missing = [d for d in wanted if (repository, d) not in self._manifests]
         for start in range(0, len(missing), 100):
-            kwargs: dict[str, Any] = {
+            payload: dict[str, Any] = {
                 "repositoryName": repository,
                 "imageIds": [{"imageDigest": d} for d in missing[start : start + 100]],
                 "acceptedMediaTypes": sorted(mt.MANIFEST_TYPES),
             }
             if self.source.registry_id:
-                kwargs["registryId"] = self.source.registry_id
-            reply = self._call(f"BatchGetImage {repository}", functools.partial(self._client.batch_get_image, **kwargs))
+                payload["registryId"] = self.source.registry_id
+            reply = self._post("BatchGetImage", payload, f"BatchGetImage {repository}")
             for image in reply.get("images") or ():
-                digest = (image.get("imageId") or {}).get("imageDigest")
+                if not isinstance(image, dict):
+                    continue
+                image_id = image.get("imageId")
+                digest = image_id.get("imageDigest") if isinstance(image_id, dict) else None
                 manifest = image.get("imageManifest")
                 if isinstance(digest, str) and isinstance(manifest, str):
-                    self._manifests[repository, digest] = (manifest.encode(), image.get("imageManifestMediaType"))
+                    self._manifests[repository, digest] = (
+                        manifest.encode(),
+                        _text(image.get("imageManifestMediaType")),
+                    )
             for failure in reply.get("failures") or ():
-                log.debug("BatchGetImage %s: %s", repository, failure.get("failureCode"))
+                log.debug(
+                    "BatchGetImage %s: %s", repository, failure.get("failureCode") if isinstance(failure, dict) else "?"
+                )
         return {d: self._manifests[repository, d] for d in wanted if (repository, d) in self._manifests}
 
     def parsed_manifests(self, repository: str, digests: Sequence[str]) -> dict[str, Manifest]:
@@ -286,7 +436,7 @@ class EcrApi:
         if self.source.registry_url:
             return self.source.registry_url.rstrip("/")
         if self.source.registry_id:
-            return f"https://{self.source.registry_id}.dkr.ecr.{self.region}.amazonaws.com"
+            return f"https://{self.source.registry_id}.dkr.ecr.{self.region}.{dns_suffix(self.region)}"
         if proxy_endpoint:
             return proxy_endpoint.rstrip("/")
         raise ConfigurationError("cannot tell the ECR registry: set AWS_ACCOUNT_ID or --registry-id")

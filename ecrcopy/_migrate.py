@@ -36,6 +36,7 @@ from ._protocol import Scope
 from ._reference import Reference, is_loopback_host
 from ._referrers import ReferrerHints
 from ._report import ImageResult, ProgressEvent
+from ._retry import RetryStats
 
 __all__ = ["MigrationReport", "PreparedMigration", "migrate_with", "prepare_migration", "run_migration"]
 
@@ -85,9 +86,21 @@ async def prepare_migration(
     copier: Copier, source: EcrSource, destination: GitLabDestination, options: MigrationOptions, *, write: bool
 ) -> PreparedMigration:
     """Prove both sets of credentials (``write``: the destination's push scope, else pull), list ECR,
-    read what the plan needs of its indexes, and plan. Raises before anything is written."""
-    prefix = destination.prefix()
+    read what the plan needs of its indexes, and plan. Raises before anything is written.
+    The caller closes the ``api`` of what it returns."""
+    destination.prefix()  # a bad destination fails before AWS is asked anything
     api = await anyio.to_thread.run_sync(EcrApi, source)
+    try:
+        return await _prepare(copier, api, destination, options, write=write)
+    except BaseException:
+        api.close()
+        raise
+
+
+async def _prepare(
+    copier: Copier, api: EcrApi, destination: GitLabDestination, options: MigrationOptions, *, write: bool
+) -> PreparedMigration:
+    prefix = destination.prefix()
     ecr_credentials = EcrCredentials(api)
     await ecr_credentials.get("")  # proves the AWS credentials before anything else
     scheme, src_host = host_of(api.data_plane_url(ecr_credentials.proxy_endpoint))
@@ -95,17 +108,13 @@ async def prepare_migration(
         raise ConfigurationError(f"refusing plain http to {src_host}: list it as an insecure registry")
     src_client = copier.client(src_host, role="source", credentials=ecr_credentials, scheme=scheme)
     dst_client = copier.client(prefix.api_host, role="destination", credentials=_provider(destination), scheme=None)
-    # fail fast on rejected destination credentials, before any enumeration or write
     scope = push_scope(prefix.repository) if write else pull_scope(prefix.repository)
-    await dst_client.auth.check(frozenset({scope}))
-    await src_client.auth.ping()
 
-    try:
-        repositories = await inventory(api, then=_index_reader(copier, api, options))
-    except EcrcopyError as exc:
-        if exc.fatal:
-            raise
-        raise RegistryUnavailable(f"cannot list the ECR registry: {exc}") from None
+    async def prove() -> None:
+        await dst_client.auth.check(frozenset({scope}))
+        await src_client.auth.ping()
+
+    repositories = await _list_while_proving(prove, lambda: inventory(api, then=_index_reader(copier, api, options)))
     extra = destination.levels_below_project()
     if extra:
         if options.max_depth - extra < 1:
@@ -128,12 +137,57 @@ async def prepare_migration(
     return PreparedMigration(api, src_client, dst_client, src_host, prefix, plan, pairs, unusable, hints)
 
 
+async def _list_while_proving(
+    prove: Callable[[], Awaitable[None]], listing: Callable[[], Awaitable[list[EcrRepository]]]
+) -> list[EcrRepository]:
+    """List ECR while the destination's credentials and both registries are proved (both wait on the
+    network). Nothing is written either way; a failed proof wins over the listing, which it cancels."""
+    proof_error: list[EcrcopyError] = []
+    listing_error: list[EcrcopyError] = []
+    listed: list[EcrRepository] = []
+
+    async with anyio.create_task_group() as tg:
+
+        async def run_proof() -> None:
+            try:
+                await prove()
+            except EcrcopyError as exc:
+                proof_error.append(exc)
+                tg.cancel_scope.cancel()
+
+        async def run_listing() -> None:
+            try:
+                listed.extend(await listing())
+            except EcrcopyError as exc:
+                listing_error.append(exc)
+
+        tg.start_soon(run_listing)  # first: its threads wait on ECR while the proof runs here
+        tg.start_soon(run_proof)
+    if proof_error:
+        raise proof_error[0]
+    if listing_error:
+        exc = listing_error[0]
+        if exc.fatal:
+            raise exc
+        raise RegistryUnavailable(f"cannot list the ECR registry: {exc}") from None
+    return listed
+
+
 async def run_migration(
     copier: Copier, source: EcrSource, destination: GitLabDestination, options: MigrationOptions
 ) -> MigrationReport:
-    report = MigrationReport()
     before = copier.retry_stats.snapshot()
     prepared = await prepare_migration(copier, source, destination, options, write=True)
+    try:
+        return await _run_prepared(copier, prepared, source, options, before)
+    finally:
+        prepared.api.close()
+
+
+async def _run_prepared(
+    copier: Copier, prepared: PreparedMigration, source: EcrSource, options: MigrationOptions, before: RetryStats
+) -> MigrationReport:
+    report = MigrationReport()
     plan, pairs, unusable, api = prepared.plan, prepared.pairs, prepared.unusable, prepared.api
     src_client, dst_client, src_host, prefix = (
         prepared.source_client,

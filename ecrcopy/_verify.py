@@ -24,7 +24,7 @@ from ._copier import Copier
 from ._ecr import EcrSource
 from ._exceptions import ConfigurationError, EcrcopyError, NotFound
 from ._gitlab import GitLabDestination
-from ._migrate import prepare_migration, restore_command, skip_message
+from ._migrate import PreparedMigration, prepare_migration, restore_command, skip_message
 from ._models import Manifest
 from ._plan import MigrationOptions
 from ._protocol import clean_text
@@ -270,6 +270,15 @@ async def verify_migration(
     destination = destination or GitLabDestination.from_env()
     options = options or MigrationOptions.from_env()
     prepared = await prepare_migration(copier, source, destination, options, write=False)
+    try:
+        return await _verify_prepared(copier, prepared, source, deep=deep)
+    finally:
+        prepared.api.close()
+
+
+async def _verify_prepared(
+    copier: Copier, prepared: PreparedMigration, source: EcrSource, *, deep: bool
+) -> VerifyReport:
     pairs = [
         _Pair(src, dst, src.digest, prepared.hints.get(src.repository, ReferrerHints())) for src, dst in prepared.pairs
     ]

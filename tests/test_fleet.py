@@ -106,15 +106,16 @@ def test_each_manifest_is_read_once_per_run(tmp_path: Path, monkeypatch: pytest.
             monkeypatch.setenv(key, value)
         api = EcrApi(ecrcopy.EcrSource.from_env())
         ecr.reset_calls()
-        first = api.parsed_manifests("team/a", [index.digest])
-        assert set(first) == {index.digest} and first[index.digest].is_index
-        assert ecr.calls.count("BatchGetImage") == 1
-        both = api.manifests("team/a", [index.digest, amd.digest, index.digest])
-        assert both == {index.digest: (index.raw, index.media_type), amd.digest: (amd.raw, amd.media_type)}
-        assert ecr.calls.count("BatchGetImage") == 2  # only the amd64 manifest was still unread
-        api.manifests("team/a", [amd.digest, index.digest])
-        assert ecr.calls.count("BatchGetImage") == 2
-        assert api.manifests("team/a", ["sha256:" + "0" * 64]) == {}  # unknown: left out
+        with api:
+            first = api.parsed_manifests("team/a", [index.digest])
+            assert set(first) == {index.digest} and first[index.digest].is_index
+            assert ecr.calls.count("BatchGetImage") == 1
+            both = api.manifests("team/a", [index.digest, amd.digest, index.digest])
+            assert both == {index.digest: (index.raw, index.media_type), amd.digest: (amd.raw, amd.media_type)}
+            assert ecr.calls.count("BatchGetImage") == 2  # only the amd64 manifest was still unread
+            api.manifests("team/a", [amd.digest, index.digest])
+            assert ecr.calls.count("BatchGetImage") == 2
+            assert api.manifests("team/a", ["sha256:" + "0" * 64]) == {}  # unknown: left out
 
 
 def seed_shared(ecr: EcrEmulator) -> set[str]:

@@ -184,18 +184,23 @@ def test_least_privilege_in_process(
     seen: list[str] = []
     original = EcrApi._guard
 
-    def spy(self: EcrApi, model: object, **kwargs: object) -> None:
-        seen.append(str(getattr(model, "name", "")))
-        original(self, model, **kwargs)
+    def spy(self: EcrApi, action: str) -> None:
+        seen.append(action)
+        original(self, action)
 
     monkeypatch.setattr(EcrApi, "_guard", spy)
     report = ecrcopy.migrate()
     assert report.ok
     assert seen and set(seen) <= ecrcopy.ALLOWED_ACTIONS
     assert set(ecr.calls) == set(seen)
+    calls_before = len(ecr.calls)
     api = EcrApi(ecrcopy.EcrSource.from_env())
-    with pytest.raises(ecrcopy.ConfigurationError, match="refuses to call ecr:PutImage"):
-        api._client.put_image(repositoryName="web", imageManifest="{}", imageTag="x")
+    try:
+        with pytest.raises(ecrcopy.ConfigurationError, match="refuses to call ecr:PutImage"):
+            api._post("PutImage", {"repositoryName": "web", "imageManifest": "{}", "imageTag": "x"}, "PutImage")
+    finally:
+        api.close()
+    assert len(ecr.calls) == calls_before  # refused before anything was sent
 
 
 def test_dry_run_writes_nothing(ecr: EcrEmulator, gitlab_ci: GitLabEmulator) -> None:
@@ -387,15 +392,15 @@ def test_enumeration_follows_every_page(tmp_path: Path, monkeypatch: pytest.Monk
         ecr.reset_calls()
         for key, value in ecr.env().items():
             monkeypatch.setenv(key, value)
-        api = EcrApi(ecrcopy.EcrSource.from_env())
-        repositories = anyio.run(inventory, api)
-        names = {r.name for r in repositories}
-        assert len(names) == 121 and "big/repo" in names
-        big = next(r for r in repositories if r.name == "big/repo")
-        assert len(big.images) == 1100
-        assert len({i.digest for i in big.images}) == 1100
-        assert ecr.calls.count("DescribeRepositories") >= 2  # 121 repositories, 100 per page by default
-        assert ecr.calls.count("DescribeImages") >= 120 + 2  # the big repository took two pages of 1000
+        with EcrApi(ecrcopy.EcrSource.from_env()) as api:
+            repositories = anyio.run(inventory, api)
+            names = {r.name for r in repositories}
+            assert len(names) == 121 and "big/repo" in names
+            big = next(r for r in repositories if r.name == "big/repo")
+            assert len(big.images) == 1100
+            assert len({i.digest for i in big.images}) == 1100
+            assert ecr.calls.count("DescribeRepositories") >= 2  # 121 repositories, 100 per page by default
+            assert ecr.calls.count("DescribeImages") >= 120 + 2  # the big repository took two pages of 1000
 
 
 @pytest.mark.parametrize(
