@@ -71,6 +71,9 @@ _token_chars = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_siz
 _header_values = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=40).filter(
     lambda v: v.strip() != ""
 )
+_query_part = st.lists(
+    st.sampled_from(["a", "Z", "0", "-", "_", ".", "~", "%20", "%2F", "%3D", "%25"]), max_size=6
+).map("".join)
 _segments = st.lists(
     st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.~%20:@", min_size=0, max_size=8), max_size=4
 )
@@ -83,7 +86,7 @@ _segments = st.lists(
     scheme=st.sampled_from(["http", "https"]),
     segments=_segments,
     trailing=st.booleans(),
-    query=st.lists(st.tuples(_token_chars, _token_chars), max_size=3),
+    query=st.lists(st.tuples(_query_part, _query_part), max_size=3),
     headers=st.dictionaries(_token_chars.map(lambda n: "X-Test-" + n), _header_values, max_size=4),
     body=st.binary(max_size=200),
     token=st.none() | st.just(TOKEN),
