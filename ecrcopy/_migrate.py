@@ -29,6 +29,7 @@ from ._plan import (
     Plan,
     SkippedTag,
     build_plan,
+    recount_untagged,
     referrer_hints,
     select_repositories,
 )
@@ -80,25 +81,48 @@ class PreparedMigration:
     pairs: list[tuple[Reference, Reference]]
     unusable: list[ImageResult]
     hints: dict[str, ReferrerHints]
+    #: the plan's repositories as ECR listed them, and the options the plan was made with
+    repositories: list[EcrRepository] = dataclasses.field(default_factory=list)
+    options: MigrationOptions = dataclasses.field(default_factory=MigrationOptions)
+    #: with ``untagged: skip``, whether the indexes are still to be read (only the plan's untagged
+    #: counts depend on them): :func:`read_deferred_indexes`, while copying
+    indexes_unread: bool = False
 
 
 async def prepare_migration(
-    copier: Copier, source: EcrSource, destination: GitLabDestination, options: MigrationOptions, *, write: bool
+    copier: Copier,
+    source: EcrSource,
+    destination: GitLabDestination,
+    options: MigrationOptions,
+    *,
+    write: bool,
+    defer_indexes: bool = False,
 ) -> PreparedMigration:
     """Prove both sets of credentials (``write``: the destination's push scope, else pull), list ECR,
     read what the plan needs of its indexes, and plan. Raises before anything is written.
-    The caller closes the ``api`` of what it returns."""
+    The caller closes the ``api`` of what it returns.
+
+    ``defer_indexes`` (only with ``untagged: skip``, where nothing but the plan's untagged counts
+    depends on them): the indexes are not read here; :func:`read_deferred_indexes` reads them."""
     destination.prefix()  # a bad destination fails before AWS is asked anything
     api = await anyio.to_thread.run_sync(EcrApi, source)
     try:
-        return await _prepare(copier, api, destination, options, write=write)
+        return await _prepare(
+            copier, api, destination, options, write=write, defer_indexes=defer_indexes and options.untagged == "skip"
+        )
     except BaseException:
         api.close()
         raise
 
 
 async def _prepare(
-    copier: Copier, api: EcrApi, destination: GitLabDestination, options: MigrationOptions, *, write: bool
+    copier: Copier,
+    api: EcrApi,
+    destination: GitLabDestination,
+    options: MigrationOptions,
+    *,
+    write: bool,
+    defer_indexes: bool,
 ) -> PreparedMigration:
     prefix = destination.prefix()
     ecr_credentials = EcrCredentials(api)
@@ -114,7 +138,8 @@ async def _prepare(
         await dst_client.auth.check(frozenset({scope}))
         await src_client.auth.ping()
 
-    repositories = await _list_while_proving(prove, lambda: inventory(api, then=_index_reader(copier, api, options)))
+    reader = None if defer_indexes else _index_reader(copier, api, options)
+    repositories = await _list_while_proving(prove, lambda: inventory(api, then=reader))
     extra = destination.levels_below_project()
     if extra:
         if options.max_depth - extra < 1:
@@ -134,7 +159,28 @@ async def _prepare(
         plan.summary.estimated_bytes,
         plan.summary.shard,
     )
-    return PreparedMigration(api, src_client, dst_client, src_host, prefix, plan, pairs, unusable, hints)
+    mine = [r for r in repositories if r.name in plan.destinations]
+    return PreparedMigration(
+        api, src_client, dst_client, src_host, prefix, plan, pairs, unusable, hints, mine, options, defer_indexes
+    )
+
+
+async def read_deferred_indexes(copier: Copier, prepared: PreparedMigration) -> list[EcrRepository]:
+    """The plan's repositories with what their indexes list, read now (one ``BatchGetImage`` per
+    repository with untagged images and an index, as :func:`prepare_migration` would have);
+    :func:`~ecrcopy._plan.recount_untagged` turns them into the plan's untagged counts."""
+    if not prepared.indexes_unread:
+        return prepared.repositories
+    read = _index_reader(copier, prepared.api, prepared.options)
+    completed: dict[str, EcrRepository] = {}
+
+    async def one(repository: EcrRepository) -> None:
+        completed[repository.name] = await read(repository)
+
+    async with anyio.create_task_group() as tg:
+        for repository in prepared.repositories:
+            tg.start_soon(one, repository)
+    return [completed[r.name] for r in prepared.repositories]
 
 
 async def _list_while_proving(
@@ -177,7 +223,7 @@ async def run_migration(
     copier: Copier, source: EcrSource, destination: GitLabDestination, options: MigrationOptions
 ) -> MigrationReport:
     before = copier.retry_stats.snapshot()
-    prepared = await prepare_migration(copier, source, destination, options, write=True)
+    prepared = await prepare_migration(copier, source, destination, options, write=True, defer_indexes=True)
     try:
         return await _run_prepared(copier, prepared, source, options, before)
     finally:
@@ -197,17 +243,28 @@ async def _run_prepared(
     )
     hints = prepared.hints
     report.plan = plan.summary
-    await dst_client.auth.prefetch(token_batches(prefix.repository, plan, write=not options.dry_run))
-    if options.dry_run:
-        report.images.extend(await _dry_run(copier, dst_client, plan, pairs))
-    else:
-        if options.shard.total > 1 and options.shard_wait > 0:
-            await _share_blobs(copier, prepared, options)
-        report.images.extend(
-            await copier.copy_pairs(
-                pairs, source_client=src_client, destination_client=dst_client, referrer_hints=hints
+    completed = prepared.repositories
+    async with anyio.create_task_group() as tg:
+        if prepared.indexes_unread:
+
+            async def read_indexes() -> None:
+                nonlocal completed
+                completed = await read_deferred_indexes(copier, prepared)
+
+            tg.start_soon(read_indexes)  # beside the copy: it only completes the plan's untagged counts
+        await dst_client.auth.prefetch(token_batches(prefix.repository, plan, write=not options.dry_run))
+        if options.dry_run:
+            report.images.extend(await _dry_run(copier, dst_client, plan, pairs))
+        else:
+            if options.shard.total > 1 and options.shard_wait > 0:
+                await _share_blobs(copier, prepared, options)
+            report.images.extend(
+                await copier.copy_pairs(
+                    pairs, source_client=src_client, destination_client=dst_client, referrer_hints=hints
+                )
             )
-        )
+    if prepared.indexes_unread:
+        report.plan = recount_untagged(plan.summary, completed, prepared.options)
     for result in unusable:
         copier.emit(ProgressEvent("image_finished", result.source, result.destination, result=result))
         report.images.append(result)

@@ -39,6 +39,7 @@ __all__ = [
     "default_destination_name",
     "map_repository_name",
     "parse_shard",
+    "recount_untagged",
     "referrer_hints",
     "select_repositories",
     "shard_order",
@@ -512,12 +513,8 @@ def build_plan(repositories: Iterable[EcrRepository], options: MigrationOptions)
         plan.images.extend(per_repo[name])
     plan.skipped = [s for s in skipped if s.repository in mine]
     summary.untagged = sum(untagged[n] for n in mine)
-    summary.untagged_standalone = sum(len(kinds[n].standalone) for n in mine)
-    summary.untagged_index_children = sum(kinds[n].index_children for n in mine)
-    summary.untagged_referrers = sum(kinds[n].referrers for n in mine)
+    _count_untagged(summary, {n: kinds[n] for n in mine}, options)
     summary.untagged_tagged = sum(1 for p in plan.images if p.untagged)
-    if options.untagged == "skip":
-        summary.untagged_skipped = {n: len(kinds[n].standalone) for n in sorted(mine) if kinds[n].standalone}
     summary.referrers = sum(referrers[n] for n in mine)
     summary.tags_filtered = sum(filtered[n] for n in mine)
     summary.repositories = len(mine)
@@ -529,6 +526,25 @@ def build_plan(repositories: Iterable[EcrRepository], options: MigrationOptions)
     summary.destinations = dict(sorted(plan.destinations.items()))
     plan.summary = summary
     return plan
+
+
+def _count_untagged(summary: PlanSummary, kinds: Mapping[str, UntaggedKinds], options: MigrationOptions) -> None:
+    summary.untagged_standalone = sum(len(k.standalone) for k in kinds.values())
+    summary.untagged_index_children = sum(k.index_children for k in kinds.values())
+    summary.untagged_referrers = sum(k.referrers for k in kinds.values())
+    if options.untagged == "skip":
+        summary.untagged_skipped = {n: len(kinds[n].standalone) for n in sorted(kinds) if kinds[n].standalone}
+
+
+def recount_untagged(
+    summary: PlanSummary, repositories: Iterable[EcrRepository], options: MigrationOptions
+) -> PlanSummary:
+    """``summary`` with its untagged counts taken from ``repositories`` (the plan's own, now with
+    what their indexes list). With ``untagged: skip`` nothing else of a plan depends on the
+    indexes, so a migration reads them while it copies and recounts here."""
+    counted = summary.model_copy(deep=True)
+    _count_untagged(counted, {r.name: classify_untagged(r) for r in repositories}, options)
+    return counted
 
 
 def _estimated_bytes(images: Sequence[PlannedImage]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from ecrcopy._plan import (
     default_destination_name,
     map_repository_name,
     parse_shard,
+    recount_untagged,
     shard_repositories,
 )
 
@@ -157,3 +159,49 @@ def test_migration_options_from_env() -> None:
         MigrationOptions.from_env({"CI_NODE_INDEX": "5", "CI_NODE_TOTAL": "4"})
     with pytest.raises(ConfigurationError, match="newest"):
         MigrationOptions.from_env({}, newest=0)
+
+
+@st.composite
+def _repositories_with_indexes(draw: st.DrawFn) -> list[EcrRepository]:
+    """Repositories whose untagged images are index children, referrers and standalone images."""
+    repositories = []
+    n = 0
+    for r in range(draw(st.integers(1, 4))):
+        images: list[EcrImage] = []
+        children: dict[str, tuple[str, ...]] = {}
+        for _ in range(draw(st.integers(0, 5))):
+            n += 1
+            kind = draw(st.sampled_from(["tagged", "index", "standalone", "referrer"]))
+            digest = f"sha256:{n:064x}"
+            if kind == "index":
+                kids = []
+                for _ in range(draw(st.integers(1, 3))):
+                    n += 1
+                    kids.append(f"sha256:{n:064x}")
+                    images.append(EcrImage(kids[-1], (), 10, T0))
+                tags = (f"i{n}",) if draw(st.booleans()) else ()
+                images.append(EcrImage(digest, tags, 10, T0, media_type="application/vnd.oci.image.index.v1+json"))
+                children[digest] = tuple(kids)
+            elif kind == "referrer":
+                subject = images[0].digest if images else digest
+                images.append(EcrImage(digest, (), 10, T0, subject_digest=subject))
+            else:
+                images.append(EcrImage(digest, (f"t{n}",) if kind == "tagged" else (), 10, T0))
+        repositories.append(EcrRepository(f"team/svc{r}", tuple(images), children))
+    return repositories
+
+
+@settings(max_examples=150, deadline=None)
+@given(repositories=_repositories_with_indexes(), shard=st.sampled_from([Shard(1, 1), Shard(1, 2), Shard(2, 2)]))
+def test_untagged_counts_recounted_from_indexes_read_later_equal_the_plan_made_with_them(
+    repositories: list[EcrRepository], shard: Shard
+) -> None:
+    """A migration with ``untagged: skip`` plans before reading the indexes and recounts while it
+    copies: the recount must be exactly the plan it would have made with the indexes read."""
+    options = MigrationOptions(shard=shard)
+    unread = [dataclasses.replace(r, index_children={}) for r in repositories]
+    early = build_plan(unread, options)
+    complete = build_plan(repositories, options)
+    assert early.images == complete.images and early.destinations == complete.destinations
+    mine = [r for r in repositories if r.name in early.destinations]
+    assert recount_untagged(early.summary, mine, options) == complete.summary
