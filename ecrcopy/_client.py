@@ -63,6 +63,7 @@ from ._protocol import (
     redact_url,
     same_origin,
     same_path,
+    simple_absolute_url,
 )
 from ._reference import is_loopback_host, is_valid_digest, split_host_port
 from ._referrers import parse_referrers_index
@@ -129,6 +130,22 @@ def push_scope(repo: str) -> Scope:
 
 
 @functools.cache
+def resolve_location(base: str | httpx.URL, location: str) -> str:
+    """``location`` (a redirect's or an upload's) resolved against ``base``, as httpx resolves it;
+    a simple absolute URL (:func:`~ecrcopy._protocol.simple_absolute_url`) is taken as it is.
+    ``ValueError`` says what it is instead: "an unusable URL" or "a non-HTTP URL"."""
+    if simple_absolute_url(location):
+        return location
+    try:
+        target = (base if isinstance(base, httpx.URL) else httpx.URL(base)).join(location)
+        usable = target.scheme in ("http", "https") and bool(target.host)
+    except (httpx.InvalidURL, ValueError, UnicodeError):
+        raise ValueError("an unusable URL") from None
+    if not usable:
+        raise ValueError("a non-HTTP URL")
+    return str(target)
+
+
 def tls_context() -> ssl.SSLContext:
     """One verifying TLS context for every client (loading CA certificates costs ~50 ms each time).
 
@@ -569,13 +586,9 @@ class RegistryClient:
             if not location:
                 raise RegistryError(f"{what}: redirect without Location")
             try:
-                target = httpx.URL(url).join(location)
-                usable = target.scheme in ("http", "https") and bool(target.host)
-            except (httpx.InvalidURL, ValueError, UnicodeError):
-                raise RegistryError(f"{what}: redirect to an unusable URL") from None
-            if not usable:
-                raise RegistryError(f"{what}: redirect to a non-HTTP URL")
-            url = str(target)
+                url = resolve_location(url, location)
+            except ValueError as exc:
+                raise RegistryError(f"{what}: redirect to {exc}") from None
         raise RegistryError(f"{what}: too many redirects")
 
     async def _send_to_storage(
@@ -641,13 +654,9 @@ class RegistryClient:
         if not location:
             raise RegistryError(f"{what}: registry sent {reply.status_code} without Location")
         try:
-            url = reply.url.join(location)
-            usable = url.scheme in ("http", "https") and bool(url.host)
-        except (httpx.InvalidURL, ValueError, UnicodeError):
-            raise RegistryError(f"{what}: registry sent an unusable Location") from None
-        if not usable:
-            raise RegistryError(f"{what}: registry sent a Location that is not an HTTP URL")
-        return str(url)
+            return resolve_location(reply.url, location)
+        except ValueError as exc:
+            raise RegistryError(f"{what}: registry sent a Location that is {exc}") from None
 
     async def upload_status(self, repo: str, location: str) -> tuple[str, int]:
         """``GET`` an upload session: its current ``Location`` and how many bytes it holds.

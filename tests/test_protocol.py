@@ -9,7 +9,7 @@ from email.utils import formatdate
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ecrcopy._protocol import (
@@ -29,6 +29,7 @@ from ecrcopy._protocol import (
     parse_www_authenticate,
     redact_url,
     same_origin,
+    simple_absolute_url,
 )
 
 # ---------------------------------------------------------------------------------------------- WWW-Authenticate
@@ -572,3 +573,45 @@ def test_same_origin(a: str, b: str, same: bool) -> None:
 )
 def test_redact_url(url: str, expected: str) -> None:
     assert redact_url(url) == expected
+
+
+_url_chars = st.sampled_from([*"aZ09-._~!$&'()*+,;=:@/?%#[] \"<>\\^`{|}é", "%2F", "%3d", "..", "."])
+_locations = st.one_of(
+    st.builds(
+        lambda scheme, host, port, path, query: f"{scheme}://{host}{port}{path}{query}",
+        st.sampled_from(["http", "https", "HTTP", "ftp"]),
+        st.sampled_from(["127.0.0.1", "s3.example", "S3.Example", "a-b.c", "[::1]", "h_x", "-h"]),
+        st.sampled_from(["", ":80", ":443", ":9000", ":0", ":70000"]),
+        st.lists(_url_chars, max_size=12).map(lambda p: "/" + "".join(p)) | st.just(""),
+        st.lists(_url_chars, max_size=12).map(lambda q: "?" + "".join(q)) | st.just(""),
+    ),
+    st.lists(_url_chars, max_size=12).map("".join),  # relative references of every kind
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    location=_locations, base=st.sampled_from(["http://127.0.0.1:5000/v2/a/blobs/uploads/", "https://gl.example/v2/"])
+)
+@example(location="http://127.0.0.1:9000/bucket/data?X-Amz-Credential=AKIA%2F2026&X-Amz-Signature=ab", base="http://x/")
+def test_a_location_taken_as_it_is_is_what_httpx_would_resolve(location: str, base: str) -> None:
+    """The fast path for ``Location`` headers (no httpx URL parse) changes nothing: wherever it
+    applies, httpx's own resolution gives the very same URL; elsewhere httpx resolves it."""
+    import httpx
+
+    from ecrcopy._client import resolve_location
+
+    try:
+        expected: str | None = str(httpx.URL(base).join(location))
+        parsed = httpx.URL(expected)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            expected = None
+    except (httpx.InvalidURL, ValueError, UnicodeError):
+        expected = None
+    if simple_absolute_url(location):
+        assert expected == location
+    try:
+        got: str | None = resolve_location(base, location)
+    except ValueError:
+        got = None
+    assert got == expected
