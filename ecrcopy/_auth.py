@@ -116,6 +116,8 @@ class Authenticator:
         A refused connection is final at once; other connection trouble, 429 and 5xx answers are
         retried per the run's policy, then reported as :class:`RegistryUnavailable`.
         """
+        if self._pinged:  # every request asks: no lock once it is known
+            return
         async with self._ping_lock:
             if self._pinged:
                 return
