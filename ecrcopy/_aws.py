@@ -79,6 +79,10 @@ class BotocoreKeys:
             )
         try:
             frozen = self._credentials.get_frozen_credentials()
+        except botocore.exceptions.ClientError as exc:  # STS refused AssumeRole / AssumeRoleWithWebIdentity
+            error = exc.response.get("Error", {})
+            message = " ".join(str(error.get("Message", "")).split())[:300]
+            raise AuthenticationError(f"cannot get AWS credentials: {error.get('Code', 'error')}: {message}") from None
         except botocore.exceptions.BotoCoreError as exc:
             raise AuthenticationError(f"cannot get AWS credentials: {exc}") from None
         token = frozen.token
@@ -149,7 +153,8 @@ def _configured_endpoint(env: Mapping[str, str]) -> str | None:
 
 
 def _config_file(env: Mapping[str, str]) -> Path:
-    return Path(env.get("AWS_CONFIG_FILE") or Path.home() / ".aws" / "config").expanduser()
+    # os.path.expanduser as botocore: no error without HOME or a passwd entry (arbitrary-UID containers)
+    return Path(os.path.expanduser(env.get("AWS_CONFIG_FILE") or os.path.join("~", ".aws", "config")))
 
 
 def _environment_only(profile: str | None, region: str | None, env: Mapping[str, str]) -> bool:

@@ -129,7 +129,6 @@ def push_scope(repo: str) -> Scope:
     return Scope("repository", repo, frozenset({"pull", "push"}))
 
 
-@functools.cache
 def resolve_location(base: str | httpx.URL, location: str) -> str:
     """``location`` (a redirect's or an upload's) resolved against ``base``, as httpx resolves it;
     a simple absolute URL (:func:`~ecrcopy._protocol.simple_absolute_url`) is taken as it is.
@@ -146,6 +145,7 @@ def resolve_location(base: str | httpx.URL, location: str) -> str:
     return str(target)
 
 
+@functools.cache
 def tls_context() -> ssl.SSLContext:
     """One verifying TLS context for every client (loading CA certificates costs ~50 ms each time).
 

@@ -39,7 +39,9 @@ from ._credentials import Credentials
 from ._exceptions import AuthenticationError, ConfigurationError, Denied, EcrcopyError, NotFound, RegistryUnavailable
 from ._models import MAX_BLOB_SIZE, Manifest
 from ._plan import EcrImage, EcrRepository
+from ._protocol import clean_text, redact_url
 from ._sigv4 import sign
+from ._streams import describe_transport_error
 
 __all__ = ["ALLOWED_ACTIONS", "EcrApi", "EcrCredentials", "EcrSource"]
 
@@ -93,6 +95,8 @@ _RETRY_CODES = frozenset(
         "ServiceUnavailable",
         "RequestTimeout",
         "RequestTimeoutException",
+        "LimitExceededException",
+        "BandwidthLimitExceeded",
     }
 )
 _TARGET = "AmazonEC2ContainerRegistry_V20150921."
@@ -145,6 +149,18 @@ def _error_code(response: httpx.Response, body: Any) -> tuple[str, str]:
     return code, " ".join(message.split())[:500]
 
 
+def _certificate_refused(exc: BaseException) -> bool:
+    """Whether a connection failed on TLS certificate verification (retrying cannot help)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -178,9 +194,15 @@ class EcrApi:
         )
         self.region = self._target.region
         self.endpoint = self._target.endpoint
-        scheme = urlsplit(self.endpoint).scheme
-        if scheme not in ("http", "https") or not urlsplit(self.endpoint).netloc:
-            raise ConfigurationError(f"invalid ECR API endpoint {self.endpoint!r}")
+        try:
+            parsed = httpx.URL(self.endpoint)
+            _ = urlsplit(self.endpoint).port  # a port that is not a number raises here, not in the signer
+            usable = parsed.scheme in ("http", "https") and bool(parsed.host)
+        except (httpx.InvalidURL, ValueError):
+            usable = False
+        if not usable:
+            raise ConfigurationError(f"invalid ECR API endpoint {clean_text(redact_url(self.endpoint), 200)!r}")
+        scheme = parsed.scheme
         self._backoff = backoff
         verify: ssl.SSLContext | bool = True
         if scheme == "https":
@@ -239,14 +261,19 @@ class EcrApi:
             last = attempt == MAX_ATTEMPTS
             try:
                 status, answer, response = self._exchange(url, headers, body)
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
+            except httpx.RequestError as exc:
+                if not isinstance(exc, httpx.TransportError) or _certificate_refused(exc):
+                    # an answer that cannot be decoded, or a certificate this runner does not trust: final
+                    raise RegistryUnavailable(
+                        f"cannot use the ECR API at {self.endpoint}: {describe_transport_error(exc)}"
+                    ) from None
                 if last:
                     if isinstance(exc, httpx.TimeoutException):
                         raise RegistryUnavailable(
                             f"ECR API timed out during {what}: {exc.__class__.__name__}"
                         ) from None
                     raise RegistryUnavailable(
-                        f"cannot reach the ECR API at {self.endpoint}: {exc.__class__.__name__}"
+                        f"cannot reach the ECR API at {self.endpoint}: {describe_transport_error(exc)}"
                     ) from None
                 self._pause(attempt, what, exc.__class__.__name__)
                 continue

@@ -7,6 +7,7 @@ copier knows nothing of ECR, GitLab or plans.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -177,9 +178,8 @@ async def read_deferred_indexes(copier: Copier, prepared: PreparedMigration) -> 
     async def one(repository: EcrRepository) -> None:
         completed[repository.name] = await read(repository)
 
-    async with anyio.create_task_group() as tg:
-        for repository in prepared.repositories:
-            tg.start_soon(one, repository)
+    # run_all raises the first (fatal first) error itself, not an exception group
+    await run_all([functools.partial(one, r) for r in prepared.repositories], len(prepared.repositories) or 1)
     return [completed[r.name] for r in prepared.repositories]
 
 
@@ -244,14 +244,8 @@ async def _run_prepared(
     hints = prepared.hints
     report.plan = plan.summary
     completed = prepared.repositories
-    async with anyio.create_task_group() as tg:
-        if prepared.indexes_unread:
 
-            async def read_indexes() -> None:
-                nonlocal completed
-                completed = await read_deferred_indexes(copier, prepared)
-
-            tg.start_soon(read_indexes)  # beside the copy: it only completes the plan's untagged counts
+    async def transfer() -> None:
         await dst_client.auth.prefetch(token_batches(prefix.repository, plan, write=not options.dry_run))
         if options.dry_run:
             report.images.extend(await _dry_run(copier, dst_client, plan, pairs))
@@ -263,8 +257,24 @@ async def _run_prepared(
                     pairs, source_client=src_client, destination_client=dst_client, referrer_hints=hints
                 )
             )
+
+    async def read_indexes() -> None:
+        """Beside the copy; it only completes the plan's untagged counts, so it never stops the run."""
+        nonlocal completed
+        try:
+            completed = await read_deferred_indexes(copier, prepared)
+        except EcrcopyError as exc:
+            log.warning(
+                "cannot read the indexes to tell index children from untagged images (%s): the untagged "
+                "counts of the report take them all as standalone",
+                exc,
+            )
+
     if prepared.indexes_unread:
+        await run_all([transfer, read_indexes], 2)  # the copy's own errors come out as they are
         report.plan = recount_untagged(plan.summary, completed, prepared.options)
+    else:
+        await transfer()
     for result in unusable:
         copier.emit(ProgressEvent("image_finished", result.source, result.destination, result=result))
         report.images.append(result)

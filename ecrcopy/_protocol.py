@@ -446,12 +446,12 @@ def same_origin(a: str, b: str) -> bool:
 
 
 #: An absolute http(s) URL that resolving against any base leaves exactly as it is: a lower-case
-#: host (name or IPv4), a port that is not the scheme's default, a non-empty path without dot
+#: host name (not an IP address), a port that is not the scheme's default, a non-empty path without dot
 #: segments, characters that need no quoting, no fragment. Redirects to object storage and upload
 #: ``Location`` headers are such URLs; taking them as they are spares httpx's pure-Python parser
 #: two parses each (a visible share of a copy's CPU). Anything else is resolved by httpx.
 _SIMPLE_ABSOLUTE = re.compile(
-    r"(?P<scheme>https?)://[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::(?P<port>[1-9][0-9]{0,4}))?"
+    r"(?P<scheme>https?)://(?P<host>[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)(?::(?P<port>[1-9][0-9]{0,4}))?"
     r"(?P<path>/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*)"
     r"(?:\?[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]+)?"
 )
@@ -461,6 +461,8 @@ def simple_absolute_url(url: str) -> bool:
     """Whether ``url`` is an absolute URL that needs no resolving or normalising (see above)."""
     match = _SIMPLE_ABSOLUTE.fullmatch(url)
     if match is None:
+        return False
+    if re.fullmatch(r"[0-9.]+", match["host"]):  # an IPv4 address: httpx checks its octets
         return False
     port = match["port"]
     if port is not None and (int(port) > 65535 or int(port) == (443 if match["scheme"] == "https" else 80)):

@@ -332,12 +332,21 @@ def test_throttling_is_retried_then_answered(tmp_path: Path, monkeypatch: pytest
         httpx.Response(503, text="<html>busy</html>"),
         httpx.Response(200, json={"repositories": [{"repositoryName": "team/a"}]}),
     ]
+    import ecrcopy._ecr
+
+    signed: list[str] = []
+    real_sign = ecrcopy._ecr.sign
+
+    def counting_sign(*args: Any, **kwargs: Any) -> dict[str, str]:
+        signed.append(args[0])
+        return real_sign(*args, **kwargs)
+
+    monkeypatch.setattr(ecrcopy._ecr, "sign", counting_sign)
     with _api(tmp_path, monkeypatch, _checked(lambda r: answers.pop(0), seen)) as api:
         assert api.repositories() == ["team/a"]
     assert len(seen) == 3
-    assert api.calls == ["DescribeRepositories"]  # one call, three attempts
-    dates = {r.headers["X-Amz-Date"] for r in seen}
-    assert all(re.fullmatch(r"\d{8}T\d{6}Z", d) for d in dates)  # each attempt is signed afresh
+    assert api.calls == ["DescribeRepositories"]  # one call, three attempts ...
+    assert signed == ["POST"] * 3  # ... each signed afresh (a retry hours later needs a new date)
 
 
 def test_persistent_throttling_ends_in_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -477,3 +486,74 @@ def test_the_guard_refuses_writes_before_sending(tmp_path: Path, monkeypatch: py
             with pytest.raises(ecrcopy.ConfigurationError, match=f"refuses to call ecr:{action}"):
                 api._post(action, {}, action)
     assert seen == [] and api.calls == []
+
+
+def test_a_refused_role_is_an_authentication_error() -> None:
+    """STS refusing AssumeRoleWithWebIdentity (GitLab OIDC with a wrong trust policy) surfaces
+    as botocore's ClientError when the keys are fetched: one clear error, not a traceback."""
+    import botocore.exceptions
+
+    from ecrcopy._aws import BotocoreKeys
+
+    class Refused:
+        def get_frozen_credentials(self) -> None:
+            raise botocore.exceptions.ClientError(
+                {
+                    "Error": {
+                        "Code": "AccessDenied",
+                        "Message": "Not authorized to perform\\nsts:AssumeRoleWithWebIdentity",
+                    }
+                },
+                "AssumeRoleWithWebIdentity",
+            )
+
+    with pytest.raises(ecrcopy.AuthenticationError, match="cannot get AWS credentials: AccessDenied: Not auth") as info:
+        BotocoreKeys(Refused()).keys()
+    assert "\n" not in str(info.value)
+
+
+def test_a_certificate_the_runner_does_not_trust_is_not_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    attempts: list[int] = []
+
+    def untrusted(request: httpx.Request) -> httpx.Response:
+        attempts.append(1)
+        try:
+            raise ssl.SSLCertVerificationError("certificate verify failed: self-signed certificate")
+        except ssl.SSLCertVerificationError as exc:
+            raise httpx.ConnectError("certificate verify failed", request=request) from exc
+
+    with (
+        _api(tmp_path, monkeypatch, untrusted) as api,
+        pytest.raises(ecrcopy.RegistryUnavailable, match="certificate verify failed"),
+    ):
+        api.repositories()
+    assert attempts == [1]
+
+
+def test_an_answer_that_cannot_be_decoded_is_one_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def garbled(request: httpx.Request) -> httpx.Response:
+        raise httpx.DecodingError("invalid gzip", request=request)
+
+    with (
+        _api(tmp_path, monkeypatch, garbled) as api,
+        pytest.raises(ecrcopy.RegistryUnavailable, match="DecodingError"),
+    ):
+        api.repositories()
+
+
+@pytest.mark.parametrize("endpoint", ["https://api.example:abc", "ftp://api.example", "https://", "not a url"])
+def test_an_unusable_endpoint_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, endpoint: str
+) -> None:
+    with pytest.raises(ecrcopy.ConfigurationError, match="invalid ECR API endpoint"):
+        _api(tmp_path, monkeypatch, lambda r: httpx.Response(200), endpoint_url=endpoint)
+
+
+def test_one_tls_context_for_every_client() -> None:
+    from ecrcopy._client import tls_context
+
+    assert tls_context() is tls_context()

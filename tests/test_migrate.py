@@ -203,6 +203,30 @@ def test_least_privilege_in_process(
     assert len(ecr.calls) == calls_before  # refused before anything was sent
 
 
+def test_credentials_refused_mid_copy_end_the_run_with_the_projects_error(
+    ecr: EcrEmulator, gitlab_ci: GitLabEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry starts refusing every upload once copying has begun: the run stops with
+    ``AuthenticationError`` (in Python) and a one-line error with exit 2 (the CLI) -- not an
+    exception group from the tasks that copy and read indexes side by side."""
+    refusal = ProxyResponse(
+        401,
+        {"Content-Type": "application/json", "WWW-Authenticate": 'Bearer realm="x",service="y"'},
+        b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}',
+    )
+    assert gitlab_ci.gate is not None
+    gitlab_ci.gate.hook = lambda req: refusal if "/blobs/uploads/" in req.path else None
+    for key, value in cli_env(ecr, gitlab_ci).items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ecrcopy.AuthenticationError, match="credentials rejected"):
+        ecrcopy.migrate()
+    proc = migrate(env=cli_env(ecr, gitlab_ci))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ecrcopy: error:")]
+    assert len(errors) == 1 and "credentials rejected" in errors[0], proc.stderr
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_dry_run_writes_nothing(ecr: EcrEmulator, gitlab_ci: GitLabEmulator) -> None:
     gl = gitlab_ci
     push(gl.registry.url, f"{gl.project_path}/web", oci_image([1], seed=99), "v1", auth=gl.credentials)  # conflict

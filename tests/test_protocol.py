@@ -580,7 +580,20 @@ _locations = st.one_of(
     st.builds(
         lambda scheme, host, port, path, query: f"{scheme}://{host}{port}{path}{query}",
         st.sampled_from(["http", "https", "HTTP", "ftp"]),
-        st.sampled_from(["127.0.0.1", "s3.example", "S3.Example", "a-b.c", "[::1]", "h_x", "-h"]),
+        st.sampled_from(
+            [
+                "127.0.0.1",
+                "s3.example",
+                "S3.Example",
+                "a-b.c",
+                "[::1]",
+                "h_x",
+                "-h",
+                "999.1.1.1",
+                "01.02.03.04",
+                "1.2.3",
+            ]
+        ),
         st.sampled_from(["", ":80", ":443", ":9000", ":0", ":70000"]),
         st.lists(_url_chars, max_size=12).map(lambda p: "/" + "".join(p)) | st.just(""),
         st.lists(_url_chars, max_size=12).map(lambda q: "?" + "".join(q)) | st.just(""),
