@@ -202,15 +202,12 @@ class EcrApi:
             usable = False
         if not usable:
             raise ConfigurationError(f"invalid ECR API endpoint {clean_text(redact_url(self.endpoint), 200)!r}")
-        scheme = parsed.scheme
         self._backoff = backoff
-        verify: ssl.SSLContext | bool = True
-        if scheme == "https":
-            from ._client import tls_context
+        from ._client import tls_context
 
-            verify = (
-                ssl.create_default_context(cafile=self._target.ca_bundle) if self._target.ca_bundle else tls_context()
-            )
+        # the run's one TLS context (an http endpoint too: httpx would otherwise load CA certificates
+        # for a context of its own, ~50 ms), unless AWS's configuration names a CA bundle
+        verify = ssl.create_default_context(cafile=self._target.ca_bundle) if self._target.ca_bundle else tls_context()
         self._http = httpx.Client(
             transport=transport,
             verify=verify,

@@ -557,3 +557,24 @@ def test_one_tls_context_for_every_client() -> None:
     from ecrcopy._client import tls_context
 
     assert tls_context() is tls_context()
+
+
+def test_the_api_client_loads_no_certificates_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a CA bundle in AWS's configuration the ECR API shares the run's TLS context (loading
+    CA certificates costs ~50 ms each time), for an http endpoint too."""
+    import ssl
+
+    from ecrcopy._client import tls_context
+
+    tls_context()
+
+    def refuse(*args: object, **kwargs: object) -> ssl.SSLContext:
+        raise AssertionError("a TLS context of its own")
+
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    for key, value in _env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(ssl, "create_default_context", refuse)
+    for endpoint in ("http://127.0.0.1:1", "https://api.ecr.eu-west-1.amazonaws.com"):
+        EcrApi(ecrcopy.EcrSource(region="eu-west-1", endpoint_url=endpoint)).close()
