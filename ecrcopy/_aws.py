@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from pydantic import SecretStr
 
 from ._exceptions import AuthenticationError, ConfigurationError
+from ._protocol import clean_text
 
 __all__ = ["AwsKeys", "AwsTarget", "KeySource", "default_endpoint", "dns_suffix", "partitions", "resolve_target"]
 
@@ -81,8 +82,8 @@ class BotocoreKeys:
             frozen = self._credentials.get_frozen_credentials()
         except botocore.exceptions.ClientError as exc:  # STS refused AssumeRole / AssumeRoleWithWebIdentity
             error = exc.response.get("Error", {})
-            message = " ".join(str(error.get("Message", "")).split())[:300]
-            raise AuthenticationError(f"cannot get AWS credentials: {error.get('Code', 'error')}: {message}") from None
+            code, message = clean_text(str(error.get("Code", "error")), 100), clean_text(str(error.get("Message", "")))
+            raise AuthenticationError(f"cannot get AWS credentials: {code}: {message}") from None
         except botocore.exceptions.BotoCoreError as exc:
             raise AuthenticationError(f"cannot get AWS credentials: {exc}") from None
         token = frozen.token

@@ -21,7 +21,6 @@ import binascii
 import json
 import logging
 import os
-import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -38,6 +37,7 @@ from ._aws import AwsTarget, dns_suffix, resolve_target
 from ._credentials import Credentials
 from ._exceptions import AuthenticationError, ConfigurationError, Denied, EcrcopyError, NotFound, RegistryUnavailable
 from ._models import MAX_BLOB_SIZE, Manifest
+from ._options import full_jitter
 from ._plan import EcrImage, EcrRepository
 from ._protocol import clean_text, redact_url
 from ._sigv4 import sign
@@ -145,8 +145,8 @@ def _error_code(response: httpx.Response, body: Any) -> tuple[str, str]:
         raw = str(body.get("__type") or body.get("code") or "")
         message = str(body.get("message") or body.get("Message") or "")
     raw = raw or response.headers.get("x-amzn-ErrorType", "")
-    code = raw.split(":", 1)[0].rsplit("#", 1)[-1]
-    return code, " ".join(message.split())[:500]
+    code = clean_text(raw.split(":", 1)[0].rsplit("#", 1)[-1], 100)
+    return code, clean_text(message, 500)
 
 
 def _certificate_refused(exc: BaseException) -> bool:
@@ -306,7 +306,7 @@ class EcrApi:
         return response.status_code, answer, response
 
     def _pause(self, attempt: int, what: str, why: str) -> None:
-        delay = random.uniform(0, min(20.0, self._backoff * 2**attempt))  # noqa: S311 (jitter, not a secret)
+        delay = full_jitter(attempt + 1, self._backoff, 20.0)  # the first retry waits up to 2 x backoff
         log.debug("ECR API %s: %s; attempt %d of %d again in %.1fs", what, why, attempt + 1, MAX_ATTEMPTS, delay)
         time.sleep(delay)
 

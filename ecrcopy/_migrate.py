@@ -105,11 +105,17 @@ async def prepare_migration(
 
     ``defer_indexes`` (only with ``untagged: skip``, where nothing but the plan's untagged counts
     depends on them): the indexes are not read here; :func:`read_deferred_indexes` reads them."""
-    destination.prefix()  # a bad destination fails before AWS is asked anything
+    prefix = destination.prefix()  # a bad destination fails before AWS is asked anything
     api = await anyio.to_thread.run_sync(EcrApi, source)
     try:
         return await _prepare(
-            copier, api, destination, options, write=write, defer_indexes=defer_indexes and options.untagged == "skip"
+            copier,
+            api,
+            destination,
+            prefix,
+            options,
+            write=write,
+            defer_indexes=defer_indexes and options.untagged == "skip",
         )
     except BaseException:
         api.close()
@@ -120,12 +126,12 @@ async def _prepare(
     copier: Copier,
     api: EcrApi,
     destination: GitLabDestination,
+    prefix: Reference,
     options: MigrationOptions,
     *,
     write: bool,
     defer_indexes: bool,
 ) -> PreparedMigration:
-    prefix = destination.prefix()
     ecr_credentials = EcrCredentials(api)
     await ecr_credentials.get("")  # proves the AWS credentials before anything else
     scheme, src_host = host_of(api.data_plane_url(ecr_credentials.proxy_endpoint))
@@ -170,8 +176,6 @@ async def read_deferred_indexes(copier: Copier, prepared: PreparedMigration) -> 
     """The plan's repositories with what their indexes list, read now (one ``BatchGetImage`` per
     repository with untagged images and an index, as :func:`prepare_migration` would have);
     :func:`~ecrcopy._plan.recount_untagged` turns them into the plan's untagged counts."""
-    if not prepared.indexes_unread:
-        return prepared.repositories
     read = _index_reader(copier, prepared.api, prepared.options)
     completed: dict[str, EcrRepository] = {}
 

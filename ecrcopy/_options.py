@@ -17,6 +17,12 @@ ForeignLayerPolicy = Literal["skip-image", "copy"]
 HttpBackend = Literal["aiohttp", "httpx"]
 
 
+def full_jitter(attempt: int, base: float, ceiling: float) -> float:
+    """Exponential backoff with full jitter: uniform in ``[0, min(ceiling, base * 2**(attempt-1))]``
+    seconds before retry ``attempt`` (1-based), as the AWS SDKs and this project's registries wait."""
+    return random.uniform(0.0, min(base * 2.0 ** (attempt - 1), ceiling))  # noqa: S311 - jitter, not crypto
+
+
 class CopyOptions(BaseModel):
     """Knobs of a :class:`~ecrcopy.Copier`. Defaults suit an overnight ECR → GitLab run."""
 
@@ -87,8 +93,7 @@ class CopyOptions(BaseModel):
         retry_backoff * 2**(attempt-1))]``; never less than the registry's ``Retry-After``
         (itself capped at ``retry_after_max``).
         """
-        ceiling = min(self.retry_backoff * 2.0 ** (attempt - 1), self.retry_backoff_max)
-        delay = random.uniform(0.0, ceiling)  # noqa: S311 - jitter, not crypto
+        delay = full_jitter(attempt, self.retry_backoff, self.retry_backoff_max)
         if retry_after is not None and retry_after > 0:
             delay = max(delay, min(retry_after, self.retry_after_max))
         return delay

@@ -168,6 +168,14 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {k: v for k, v in env.items() if v != ""}
 
 
+def _use_only(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    """These AWS variables and no others (the machine's own, e.g. AWS_CA_BUNDLE, are removed)."""
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+
 def test_the_environment_settles_it_without_importing_botocore(tmp_path: Path) -> None:
     """The CI case: keys, region and endpoint variable in the environment; botocore stays unloaded."""
     code = (
@@ -202,13 +210,10 @@ def test_anything_else_is_resolved_by_botocore_as_botocore_would(
 
     config = tmp_path / "config"
     config.write_text("[default]\nregion = eu-north-1\n\n[profile ci]\nregion = eu-north-1\n")
-    for key in [k for k in os.environ if k.startswith("AWS_")]:
-        monkeypatch.delenv(key)
     env = _env(tmp_path, **{k: v.replace("{config}", str(config)) for k, v in change.items()})
     if "AWS_PROFILE" in change or region is None:
         env["AWS_CONFIG_FILE"] = str(config)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    _use_only(monkeypatch, env)
     if not env.get("AWS_SECRET_ACCESS_KEY"):
         with pytest.raises(ecrcopy.ConfigurationError, match="AWS configuration"):
             resolve_target(region=region, profile=None, endpoint_url=None)
@@ -278,10 +283,7 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 
 def _api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handler: Handler, **source: Any) -> EcrApi:
-    for key in [k for k in os.environ if k.startswith("AWS_")]:
-        monkeypatch.delenv(key)
-    for key, value in _env(tmp_path, AWS_SESSION_TOKEN=TOKEN).items():
-        monkeypatch.setenv(key, value)
+    _use_only(monkeypatch, _env(tmp_path, AWS_SESSION_TOKEN=TOKEN))
     src = ecrcopy.EcrSource(region="eu-west-1", **source)
     return EcrApi(src, transport=httpx.MockTransport(handler), backoff=0.001)
 
@@ -571,10 +573,7 @@ def test_the_api_client_loads_no_certificates_of_its_own(tmp_path: Path, monkeyp
     def refuse(*args: object, **kwargs: object) -> ssl.SSLContext:
         raise AssertionError("a TLS context of its own")
 
-    for key in [k for k in os.environ if k.startswith("AWS_")]:
-        monkeypatch.delenv(key)
-    for key, value in _env(tmp_path).items():
-        monkeypatch.setenv(key, value)
+    _use_only(monkeypatch, _env(tmp_path))
     monkeypatch.setattr(ssl, "create_default_context", refuse)
     for endpoint in ("http://127.0.0.1:1", "https://api.ecr.eu-west-1.amazonaws.com"):
         EcrApi(ecrcopy.EcrSource(region="eu-west-1", endpoint_url=endpoint)).close()
