@@ -251,8 +251,9 @@ def add_limit_options(p: argparse.ArgumentParser) -> None:
     limits.add_argument("--retries", type=int, metavar="N", help="attempts of an operation that fails transiently")
     limits.add_argument(
         "--http-backend",
-        choices=("aiohttp", "httpx"),
-        help="HTTP stack: aiohttp (default; compiled, less CPU) or httpx's own (used anyway behind a proxy variable)",
+        choices=("http11", "aiohttp", "httpx"),
+        help="HTTP stack: http11 (default; compiled parser, least CPU), aiohttp (needs ecrcopy[aiohttp]) "
+        "or httpx's own (used anyway behind a proxy variable)",
     )
     limits.add_argument(
         "--read-timeout",

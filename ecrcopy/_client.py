@@ -202,8 +202,8 @@ class RegistryClient:
             pool=None,
         )
         tls = tls_context()
-        if transport is None and self.options.http_backend == "aiohttp":
-            transport = default_transport(verify=tls, limits=http_limits)
+        if transport is None:
+            transport = default_transport(verify=tls, limits=http_limits, backend=self.options.http_backend)
         self.http = httpx.AsyncClient(
             transport=transport,
             verify=tls,

@@ -18,6 +18,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 __all__ = [
+    "LARGE_PIECES",
     "Challenge",
     "OciError",
     "Scope",
@@ -40,6 +41,10 @@ __all__ = [
     "simple_absolute_url",
     "token_lifetime",
 ]
+
+#: A response extension a transport sets when it hands the body over in large pieces (>= 1 MiB but
+#: the last): readers then take the pieces as they come instead of re-chunking (which copies each).
+LARGE_PIECES = "ecrcopy.large_pieces"
 
 _TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _TOKEN68_CHARS = "-._~+/0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -446,10 +451,11 @@ def same_origin(a: str, b: str) -> bool:
 
 
 #: An absolute http(s) URL that resolving against any base leaves exactly as it is: a lower-case
-#: host name (not an IP address), a port that is not the scheme's default, a non-empty path without dot
-#: segments, characters that need no quoting, no fragment. Redirects to object storage and upload
-#: ``Location`` headers are such URLs; taking them as they are spares httpx's pure-Python parser
-#: two parses each (a visible share of a copy's CPU). Anything else is resolved by httpx.
+#: host name or an IPv4 address in its one canonical form, a port that is not the scheme's default,
+#: a non-empty path without dot segments, characters that need no quoting, no fragment. Redirects
+#: to object storage and upload ``Location`` headers are such URLs; taking them as they are spares
+#: httpx's pure-Python parser two parses each (a visible share of a copy's CPU). Anything else is
+#: resolved by httpx.
 _SIMPLE_ABSOLUTE = re.compile(
     r"(?P<scheme>https?)://(?P<host>[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)(?::(?P<port>[1-9][0-9]{0,4}))?"
     r"(?P<path>/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*)"
@@ -457,13 +463,19 @@ _SIMPLE_ABSOLUTE = re.compile(
 )
 
 
+_DIGITS_AND_DOTS = re.compile(r"[0-9.]+")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def simple_absolute_url(url: str) -> bool:
     """Whether ``url`` is an absolute URL that needs no resolving or normalising (see above)."""
     match = _SIMPLE_ABSOLUTE.fullmatch(url)
     if match is None:
         return False
-    if re.fullmatch(r"[0-9.]+", match["host"]):  # an IPv4 address: httpx checks its octets
-        return False
+    host = match["host"]
+    if host[-1].isdigit() and _DIGITS_AND_DOTS.fullmatch(host) and not _IPV4.fullmatch(host):
+        return False  # not an IPv4 address as httpx accepts it unchanged (octets 0-255, no leading zeros)
     port = match["port"]
     if port is not None and (int(port) > 65535 or int(port) == (443 if match["scheme"] == "https" else 80)):
         return False

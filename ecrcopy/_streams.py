@@ -17,8 +17,7 @@ import httpx
 
 from ._exceptions import DigestMismatch, EcrcopyError, RegistryError, TransferError
 from ._models import new_hasher
-from ._protocol import clean_text
-from ._transport import LARGE_PIECES
+from ._protocol import LARGE_PIECES, clean_text
 
 __all__ = [
     "StreamReader",

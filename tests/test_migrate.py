@@ -326,7 +326,7 @@ def test_tokens_of_both_sides_expire_during_the_run(tmp_path: Path) -> None:
 
         def slow_uploads(req: ProxyRequest) -> ProxyResponse | None:
             if req.method == "PUT" and "/blobs/uploads/" in req.path:
-                time.sleep(0.4)
+                time.sleep(0.8)  # the run must outlast both token lifetimes
                 if not expired_once:  # also force ECR's 401 path once: the password dies early
                     expired_once.append(True)
                     ecr.expire_passwords()

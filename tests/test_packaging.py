@@ -107,7 +107,8 @@ def test_metadata_has_one_version_the_license_and_the_dependencies(built: Built)
     requires = {
         r.split(">")[0].split("[")[0].strip() for r in metadata.get_all("Requires-Dist") or () if "extra" not in r
     }
-    assert {"httpx", "aiohttp", "anyio", "pydantic", "boto3", "rich"} <= requires
+    assert {"httpx", "httptools", "anyio", "pydantic", "boto3", "rich"} <= requires
+    assert "aiohttp" not in requires  # an extra: ecrcopy[aiohttp]
     assert metadata["Requires-Python"] == ">=3.11"
     assert metadata.get_all("Project-URL") is None  # built outside a hosted project: no invented address
     with tarfile.open(built.sdist) as sdist:
