@@ -237,6 +237,23 @@ def test_default_transport_steps_aside_for_proxies(monkeypatch: pytest.MonkeyPat
     assert proxy_configured({"ALL_PROXY": "socks5://p:1080"}) and not proxy_configured({"NO_PROXY": "*"})
 
 
+def test_the_aiohttp_backend_without_aiohttp_and_an_unknown_backend_are_one_line_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    from ecrcopy import ConfigurationError
+
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    monkeypatch.delenv("https_proxy", raising=False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aiohttp" else real(name, *a))
+    with pytest.raises(ConfigurationError, match=r"pip install 'ecrcopy\[aiohttp\]'"):
+        default_transport(verify=tls_context(), limits=LIMITS, backend="aiohttp", trust_env=False)
+    with pytest.raises(ConfigurationError, match="unknown HTTP backend 'h2'"):
+        default_transport(verify=tls_context(), limits=LIMITS, backend="h2", trust_env=False)
+
+
 # -- HTTP/1.1 on the wire: answers a well-behaved registry rarely gives, from a scripted socket ------
 
 
