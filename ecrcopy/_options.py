@@ -31,7 +31,7 @@ class CopyOptions(BaseModel):
     image_concurrency: int = Field(4, ge=1, le=256, description="images copied at the same time")
     blob_concurrency: int = Field(8, ge=1, le=256, description="blob uploads in flight in the whole run")
     connections_per_host: int = Field(16, ge=1, le=512, description="HTTP connections per registry")
-    chunk_size: int = Field(32 * MiB, ge=64 * 1024, description="PATCH size of chunked uploads")
+    chunk_size: int = Field(128 * MiB, ge=64 * 1024, description="PATCH size of chunked uploads")
     monolithic_threshold: int = Field(
         64 * MiB, ge=0, description="blobs up to this size are uploaded in one PUT, bigger ones in chunks"
     )
