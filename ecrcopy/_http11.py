@@ -36,6 +36,11 @@ transport through the same tests):
   closed after ``keepalive_expiry`` seconds idle. A connection is reused only when its answer was
   read to the end and neither side asked to close it; one that timed out or broke never is.
 
+A transport serves the event loop it is used on: when requests come from a new loop (a second
+``asyncio.run``), the connections of the old one are dropped (shut down at once if that loop has
+ended; Python then warns of their transports when it collects them). Close the client before its
+loop ends to avoid that.
+
 Not here: HTTP/2, proxies (:func:`~ecrcopy._transport.default_transport` gives httpx's own
 transport when a proxy variable is set) and event loops other than asyncio (on trio, requests go
 to httpx's transport).
@@ -45,6 +50,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -60,8 +67,9 @@ __all__ = ["Http11Transport"]
 PIECE = 1024 * 1024
 #: Bytes buffered per answer before reading from the socket pauses.
 READ_BUFFER = 2 * PIECE
-#: Header bytes (names and values) one answer may carry.
+#: Bytes before the end of an answer's headers (status line and headers), and headers per answer.
 MAX_HEADER_BYTES = 1024 * 1024
+MAX_HEADERS = 1000
 #: Request bodies wait once this much is buffered for the socket, and go on below ``WRITE_LOW``.
 WRITE_HIGH = 1024 * 1024
 WRITE_LOW = 256 * 1024
@@ -92,11 +100,11 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[None] | None = None
-        self._drain: asyncio.Future[None] | None = None
         self._write_paused = False
         self._read_paused = False
         self._active = False
         self._last_data = 0.0
+        self._head_bytes = 0
         self._begin(head=False)
 
     def _begin(self, *, head: bool) -> None:
@@ -105,7 +113,7 @@ class _Connection(asyncio.Protocol):
         self.version = b"HTTP/1.1"
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self._header_bytes = 0
+        self._head_bytes = 0
         self.headers_done = False
         self.message_done = False
         self.keep_alive = False
@@ -134,6 +142,16 @@ class _Connection(asyncio.Protocol):
                 self._fail(cause.kind, cause.message)
             else:
                 self._fail(httpx.RemoteProtocolError, f"malformed response: {_reason(exc)}")
+            return
+        except httptools.HttpParserUpgrade:
+            self._fail(httpx.RemoteProtocolError, "malformed response: a protocol upgrade nobody asked for")
+            return
+        if not self.headers_done:  # an endless status line or header: llhttp would keep collecting it
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEADER_BYTES:
+                self._fail(
+                    httpx.RemoteProtocolError, f"malformed response: headers longer than {MAX_HEADER_BYTES} bytes"
+                )
 
     def eof_received(self) -> bool | None:
         return None  # close the transport: connection_lost follows
@@ -150,18 +168,13 @@ class _Connection(asyncio.Protocol):
             else:
                 self.failure = _Failure(httpx.RemoteProtocolError, "the server closed the connection")
         self._wake()
-        drain, self._drain = self._drain, None
-        if drain is not None and not drain.done():
-            drain.set_result(None)
 
     def pause_writing(self) -> None:
         self._write_paused = True
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        drain, self._drain = self._drain, None
-        if drain is not None and not drain.done():
-            drain.set_result(None)
+        self._wake()
 
     # ------------------------------------------------------------------ llhttp's callbacks
 
@@ -173,28 +186,31 @@ class _Connection(asyncio.Protocol):
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > MAX_HEADER_BYTES:
-            raise _Failure(
-                httpx.RemoteProtocolError, f"malformed response: headers longer than {MAX_HEADER_BYTES} bytes"
-            )
+        if len(self.headers) >= MAX_HEADERS:
+            raise _Failure(httpx.RemoteProtocolError, f"malformed response: more than {MAX_HEADERS} headers")
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:  # an interim answer: the real one follows
             self._interim = True
-            self.headers, self.reason, self._header_bytes = [], b"", 0
+            self.headers, self.reason = [], b""
             return
         self.status = status
-        self.version = b"HTTP/1.0" if self._parser.get_http_version() == "1.0" else b"HTTP/1.1"
-        self.keep_alive = bool(self._parser.should_keep_alive())
+        http10 = self._parser.get_http_version() == "1.0"
+        self.version = b"HTTP/1.0" if http10 else b"HTTP/1.1"
         self.headers_done = True
-        if self.head:
-            self.message_done = True  # whatever Content-Length says, a HEAD answer has no body
-        elif status not in (204, 304):
-            names = {name.lower() for name, _ in self.headers}
-            self._until_close = b"content-length" not in names and b"transfer-encoding" not in names
+        connection = b",".join(v for n, v in self.headers if n.lower() == b"connection").lower()
+        if self.head:  # whatever Content-Length says, a HEAD answer has no body (llhttp cannot know)
+            self.message_done = True
+            self.keep_alive = b"close" not in connection and (not http10 or b"keep-alive" in connection)
+        else:
+            self.keep_alive = bool(self._parser.should_keep_alive())
+            if status not in (204, 304):
+                coding = b",".join(v for n, v in self.headers if n.lower() == b"transfer-encoding")
+                chunked = coding.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+                length = any(n.lower() == b"content-length" for n, _ in self.headers)
+                self._until_close = not chunked and not length
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -275,18 +291,46 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
 
-    async def drained(self, write_timeout: float | None) -> None:
-        """Until the socket takes more (at most ``write_timeout`` seconds of no progress)."""
+    async def drained(self, write_timeout: float | None) -> bool:
+        """Until the socket takes more; False once it took nothing for ``write_timeout`` seconds.
+        Returns early when the answer arrives or the connection ends."""
         while self._write_paused and not self.closed and not self.headers_done:
-            drain = self._drain = self.loop.create_future()
+            waiter = self._waiter = self.loop.create_future()
+            stalled: list[bool] = []
             timer = None
             if write_timeout is not None:
-                timer = self.loop.call_later(write_timeout, _expire, drain)
+                timer = self._watch_writes(waiter, write_timeout, self._write_buffered(), stalled)
             try:
-                await drain
+                await waiter
             finally:
                 if timer is not None:
                     timer.cancel()
+            if stalled:
+                return False
+        return True
+
+    def unsent(self) -> int:
+        """Request bytes still waiting for the socket."""
+        return self._write_buffered()
+
+    def _write_buffered(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
+    def _watch_writes(
+        self, waiter: asyncio.Future[None], seconds: float, size: int, stalled: list[bool]
+    ) -> asyncio.TimerHandle:
+        def check() -> None:
+            if waiter.done():
+                return
+            now_size = self._write_buffered()
+            if now_size < size:  # the socket took some: the clock starts again
+                handle = self._watch_writes(waiter, seconds, now_size, stalled)
+                waiter.add_done_callback(lambda _: handle.cancel())
+                return
+            stalled.append(True)
+            waiter.set_result(None)
+
+        return self.loop.call_later(seconds, check)
 
     def take(self) -> bytes:
         """Everything buffered of the body, as one piece."""
@@ -306,19 +350,15 @@ class _Connection(asyncio.Protocol):
         self._active = False
 
     def close(self) -> None:
+        """Close at once, dropping anything not yet sent (an abandoned exchange needs none of it)."""
         self.closed = True
         self._active = False
-        if self.transport is not None:
-            self.transport.close()
-
-
-class _WriteTimedOut(Exception):
-    pass
-
-
-def _expire(drain: asyncio.Future[None]) -> None:
-    if not drain.done():
-        drain.set_exception(_WriteTimedOut())
+        if self.transport is not None and not self.transport.is_closing():
+            if self.loop.is_closed():  # left behind by an event loop that ended: end the TCP connection
+                with contextlib.suppress(OSError):
+                    self.transport.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
+            else:
+                self.transport.abort()
 
 
 class _Pool:
@@ -376,6 +416,18 @@ class _Pool:
             self.total -= 1
         self.wake_one()
 
+    def queued(self) -> bool:
+        """Whether requests wait for a connection (cancelled ones are dropped from the line)."""
+        waiters = self.waiters
+        while waiters and waiters[0].done():
+            waiters.popleft()
+        return bool(waiters)
+
+    def pass_on(self, woken: bool) -> None:
+        """A woken request got its connection: the next in line may try too (there may be more room)."""
+        if woken and self.queued() and (self.max is None or self.total < self.max or self.idle_count):
+            self.wake_one()
+
     def forget(self) -> None:
         """A connection that never opened gives its place back."""
         self.total -= 1
@@ -427,35 +479,47 @@ class Http11Transport(httpx.AsyncBaseTransport):
     # ------------------------------------------------------------------ connections
 
     async def _connection(self, key: _Key, loop: asyncio.AbstractEventLoop, timeouts: dict[str, Any]) -> _Connection:
+        """An idle connection to ``key``, a new one if there is room, else the next one released
+        (first come, first served: a request never overtakes one that waits)."""
         pool = self._pool
-        pool_deadline = None if timeouts.get("pool") is None else loop.time() + timeouts["pool"]
+        pool_timeout = timeouts.get("pool")
+        pool_deadline = None if pool_timeout is None else loop.time() + pool_timeout
+        woken = False
         while True:
+            if pool.closed:
+                raise RuntimeError("the transport has been closed")
             now = loop.time()
-            conn = pool.checkout(key, now)
-            if conn is not None:
-                return conn
-            if pool.room(now):
-                pool.total += 1
-                try:
-                    return await self._connect(key, loop, timeouts.get("connect"))
-                except BaseException:
-                    pool.forget()
-                    raise
+            if woken or not pool.queued():
+                conn = pool.checkout(key, now)
+                if conn is not None:
+                    pool.pass_on(woken)
+                    return conn
+                if pool.room(now):
+                    pool.total += 1
+                    pool.pass_on(woken)
+                    try:
+                        return await self._connect(key, loop, timeouts.get("connect"))
+                    except BaseException:
+                        pool.forget()
+                        raise
             waiter: asyncio.Future[None] = loop.create_future()
-            pool.waiters.append(waiter)
+            if woken:
+                pool.waiters.appendleft(waiter)  # keeps its place in the line
+            else:
+                pool.waiters.append(waiter)
             try:
-                if pool_deadline is None:
+                remaining = None if pool_deadline is None else max(0.0, pool_deadline - loop.time())
+                async with asyncio.timeout(remaining):
                     await waiter
-                else:
-                    await asyncio.wait_for(waiter, max(0.0, pool_deadline - loop.time()))
             except BaseException as exc:
                 if waiter.done() and not waiter.cancelled():
-                    pool.wake_one()  # woken, but leaving: the place goes to the next in line
+                    pool.wake_one()  # woken, but leaving: the turn goes to the next in line
                 else:
                     waiter.cancel()
                 if isinstance(exc, TimeoutError):
                     raise httpx.PoolTimeout("no connection became free in time") from None
                 raise
+            woken = True
 
     async def _connect(self, key: _Key, loop: asyncio.AbstractEventLoop, seconds: float | None) -> _Connection:
         scheme, host, port, sni = key
@@ -487,14 +551,15 @@ class Http11Transport(httpx.AsyncBaseTransport):
         if self._closed:
             raise RuntimeError("the transport has been closed")
         if self._loop is not loop:  # connections belong to the loop that opened them
-            self._pool.close()
-            self._pool = _Pool(self._limits)
+            if self._loop is not None:
+                self._pool.close()
+                self._pool = _Pool(self._limits)
             self._loop = loop
         url = request.url
         scheme = url.scheme
         if scheme not in _DEFAULT_PORTS or not url.host:
             raise httpx.UnsupportedProtocol(f"unusable URL scheme {scheme!r}", request=request)
-        host = url.host
+        host = url.raw_host.decode("ascii")  # IDNA-encoded as in the Host header, not re-encoded by asyncio
         if ":" in host:  # an IPv6 literal
             host = f"[{host}]"
         port = url.port or _DEFAULT_PORTS[scheme]
@@ -547,11 +612,11 @@ class Http11Transport(httpx.AsyncBaseTransport):
         await conn.wait(timeouts.get("read"), lambda: conn.headers_done)
 
     async def _drained(self, conn: _Connection, write_timeout: float | None) -> None:
-        try:
-            await conn.drained(write_timeout)
-        except _WriteTimedOut:
+        if not await conn.drained(write_timeout):
             conn.close()
-            raise _Failure(httpx.WriteTimeout, "the server stopped taking the request body") from None
+            raise _Failure(httpx.WriteTimeout, "the server stopped taking the request body")
+        if conn.headers_done and conn.unsent():  # answered before the request was all sent
+            conn.keep_alive = False
 
     async def _send_stream(
         self, conn: _Connection, request: httpx.Request, head: bytes, write_timeout: float | None
@@ -560,35 +625,44 @@ class Http11Transport(httpx.AsyncBaseTransport):
         if not isinstance(stream, httpx.AsyncByteStream):
             raise TypeError("an async transport needs an async request body")
         length = request.headers.get("content-length")
-        expected = int(length) if length is not None and length.isdigit() else None
-        chunked = expected is None
+        coding = request.headers.get("transfer-encoding")
+        if length is not None:
+            if coding is not None or not (length.isascii() and length.isdigit()):
+                raise httpx.LocalProtocolError("the request body's Content-Length is not a length")
+            expected: int | None = int(length)
+        elif coding is not None and coding.lower() == "chunked":
+            expected = None
+        else:  # neither framing announced: the server could not tell where the body ends
+            raise httpx.LocalProtocolError("a streamed request body needs Content-Length or chunked encoding")
         conn.write(head)
         sent = 0
-        async for piece in stream:
-            if conn.headers_done or conn.closed:  # answered (or gone) before the body was all sent
-                conn.keep_alive = False
-                return
-            if not piece:
-                continue
-            sent += len(piece)
-            if expected is not None and sent > expected:
-                conn.close()
-                raise httpx.LocalProtocolError("the request body is longer than its Content-Length")
-            if chunked:
-                conn.write(b"%x\r\n" % len(piece) + piece + b"\r\n" if len(piece) <= 65536 else b"%x\r\n" % len(piece))
-                if len(piece) > 65536:
+        try:
+            async for piece in stream:
+                if conn.headers_done or conn.closed:  # answered (or gone) before the body was all sent
+                    conn.keep_alive = False
+                    return
+                if not piece:
+                    continue
+                sent += len(piece)
+                if expected is not None and sent > expected:
+                    conn.close()
+                    raise httpx.LocalProtocolError("the request body is longer than its Content-Length")
+                if expected is None:
+                    conn.write(b"%x\r\n" % len(piece))
                     conn.write(piece)
                     conn.write(b"\r\n")
-            else:
-                conn.write(piece)
-            await self._drained(conn, write_timeout)
+                else:
+                    conn.write(piece)
+                await self._drained(conn, write_timeout)
+        finally:
+            await stream.aclose()
         if conn.headers_done or conn.closed:
             conn.keep_alive = False
             return
         if expected is not None and sent != expected:
             conn.close()
             raise httpx.LocalProtocolError("the request body is shorter than its Content-Length")
-        if chunked:
+        if expected is None:
             conn.write(b"0\r\n\r\n")
         await self._drained(conn, write_timeout)
 

@@ -8,8 +8,12 @@ never answering, a cut body, a malformed status line).
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import socket
 import threading
+import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager, suppress
 
@@ -427,3 +431,144 @@ async def test_data_out_of_turn_retires_the_connection() -> None:
             await anyio.sleep(0.2)
             assert (await http.get(f"{url}/b")).content == b"ok"  # on a new connection, not "stale"
         assert len(accepted) == 2
+
+
+def http11(limits: httpx.Limits = LIMITS, **timeouts: float) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=Http11Transport(verify=tls_context(), limits=limits),
+        timeout=httpx.Timeout(timeouts.pop("all", 10.0), **timeouts),
+    )
+
+
+async def test_a_refusal_from_a_server_that_stops_reading_comes_back_at_once() -> None:
+    closed = threading.Event()
+
+    def script(conn: socket.socket, n: int) -> None:
+        read_head(conn, bytearray())
+        conn.sendall(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 6\r\n\r\ndenied")  # and reads no more
+        conn.settimeout(10)
+        try:
+            while True:  # wait for the client to give the connection up
+                time.sleep(0.05)
+                if not conn.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                    break
+        except BlockingIOError:
+            pass
+        except OSError:
+            pass
+        closed.set()
+
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(256):
+            yield b"u" * 1_048_576
+
+    with scripted_server(script) as (url, _):
+        async with http11(write=5.0) as http:
+            started = time.monotonic()
+            request = http.build_request(
+                "PUT", f"{url}/up", content=endless(), headers={"Content-Length": str(256 << 20)}
+            )
+            response = await http.send(request)
+            assert response.status_code == 401 and response.content == b"denied"
+            assert time.monotonic() - started < 3.0  # not after the write timeout
+            blob = await http.send(http.build_request("PUT", f"{url}/up", content=b"x" * (4 << 20)))
+            assert blob.status_code == 401  # the same with a body given as bytes
+
+
+async def test_a_write_timeout_drops_the_connection_and_steady_slow_reading_is_no_timeout() -> None:
+    peer_saw_close = threading.Event()
+
+    def never_reads(conn: socket.socket, n: int) -> None:
+        read_head(conn, bytearray())
+        time.sleep(1.5)
+        conn.settimeout(3)
+        try:
+            while conn.recv(1 << 20):  # the client's abort ends the stream (or resets it)
+                pass
+        except OSError:
+            pass
+        peer_saw_close.set()
+
+    async def body(n: int) -> AsyncIterator[bytes]:
+        for _ in range(n):
+            yield b"w" * 1_048_576
+
+    with scripted_server(never_reads) as (url, _):
+        async with http11(write=0.5) as http:
+            request = http.build_request(
+                "PUT", f"{url}/up", content=body(64), headers={"Content-Length": str(64 << 20)}
+            )
+            with pytest.raises(httpx.WriteTimeout):
+                await http.send(request)
+        await anyio.to_thread.run_sync(peer_saw_close.wait, 5.0)
+        assert peer_saw_close.is_set()
+
+    def slow_reader(conn: socket.socket, n: int) -> None:
+        buffer = bytearray()
+        head = read_head(conn, buffer)
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        got = len(buffer)
+        while got < length:  # 128 KiB every 0.1 s: slow, but never silent for the 0.5 s timeout
+            time.sleep(0.1)
+            got += len(conn.recv(128 * 1024))
+        conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+
+    with scripted_server(slow_reader) as (url, _):
+        async with http11(write=0.5) as http:
+            request = http.build_request("PUT", f"{url}/up", content=body(4), headers={"Content-Length": str(4 << 20)})
+            assert (await http.send(request)).status_code == 201
+
+
+async def test_endless_headers_and_unannounced_framing_are_refused() -> None:
+    def endless_header(conn: socket.socket, n: int) -> None:
+        read_head(conn, bytearray())
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Endless: ")
+        for _ in range(64):
+            conn.sendall(b"a" * 65536)
+
+    with scripted_server(endless_header) as (url, _):
+        async with http11() as http:
+            with pytest.raises(httpx.RemoteProtocolError, match="headers longer than"):
+                await http.get(f"{url}/v2/")
+
+    class Pieces(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            yield b"data"
+
+    with StubServer(lambda req: ProxyResponse(201)) as stub:
+        async with http11() as http:
+            request = httpx.Request("PUT", f"{stub.url}/up", stream=Pieces())  # no length, no chunked
+            with pytest.raises(httpx.LocalProtocolError, match="needs Content-Length or chunked"):
+                await http.send(request)
+        assert stub.captured == []
+
+
+async def test_a_head_answer_without_length_keeps_the_connection() -> None:
+    def script(conn: socket.socket, n: int) -> None:
+        buffer = bytearray()
+        for _ in range(2):
+            read_head(conn, buffer)
+            conn.sendall(b"HTTP/1.1 404 Not Found\r\n\r\n")  # no Content-Length: fine for a HEAD
+
+    with scripted_server(script) as (url, accepted):
+        async with http11() as http:
+            for _ in range(2):
+                assert (await http.head(f"{url}/v2/r/manifests/v1")).status_code == 404
+        assert len(accepted) == 1
+
+
+def test_a_transport_outlives_its_event_loop() -> None:
+    with raw_server("keep-alive") as (url, accepted):
+        transport = Http11Transport(verify=tls_context(), limits=LIMITS)
+
+        async def get() -> bytes:
+            http = httpx.AsyncClient(transport=transport)
+            return (await http.get(f"{url}/v2/")).content
+
+        assert asyncio.run(get()) == b"ok"  # leaves an idle connection of a loop that then ends
+        assert asyncio.run(get()) == b"ok"  # on a connection of its own loop; the old one is shut down
+        assert len(accepted) == 2
+        asyncio.run(transport.aclose())
+        with warnings.catch_warnings():  # the first loop's transport object, collected: Python warns of it
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
