@@ -12,6 +12,7 @@ import binascii
 import json
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -65,8 +66,11 @@ class Credentials:
     __str__ = __repr__
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def _has_control(text: str) -> bool:
-    return any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in text)
+    return _CONTROL.search(text) is not None
 
 
 def parse_user_pass(text: str, *, what: str = "credentials") -> Credentials:
