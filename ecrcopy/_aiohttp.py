@@ -32,6 +32,7 @@ import anyio
 import httpx
 
 from ._protocol import LARGE_PIECES
+from ._transport_base import PIECE, AsyncioTransport, sni
 
 if TYPE_CHECKING:
     import aiohttp
@@ -42,23 +43,15 @@ __all__ = ["AiohttpTransport"]
 MAX_HEADER_LINE = 64 * 1024
 #: Bytes buffered per response before reading from the socket pauses.
 READ_BUFFER = 1024 * 1024
-#: Response bodies are handed on in pieces of at least this size (fewer, larger writes and hash updates).
-PIECE = 1024 * 1024
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
+class AiohttpTransport(AsyncioTransport):
     """An httpx transport that sends requests with aiohttp (see the module docstring)."""
 
     def __init__(self, *, verify: ssl.SSLContext, limits: httpx.Limits) -> None:
-        self._ssl = verify
-        self._limits = limits
+        super().__init__(verify=verify, limits=limits)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._fallback: httpx.AsyncHTTPTransport | None = None
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return f"AiohttpTransport(max_connections={self._limits.max_connections})"
 
     # ------------------------------------------------------------------ sessions
 
@@ -88,29 +81,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._loop = loop
         return self._session
 
-    def _httpx_transport(self) -> httpx.AsyncHTTPTransport:
-        if self._fallback is None:
-            self._fallback = httpx.AsyncHTTPTransport(verify=self._ssl, limits=self._limits)
-        return self._fallback
-
-    async def aclose(self) -> None:
-        self._closed = True
+    async def _close(self) -> None:
         session, self._session = self._session, None
         if session is not None and not session.closed:
             with anyio.CancelScope(shield=True):
                 await session.close()
-        if self._fallback is not None:
-            await self._fallback.aclose()
 
     # ------------------------------------------------------------------ requests
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # not asyncio (trio): aiohttp cannot run here
-            return await self._httpx_transport().handle_async_request(request)
-        if self._closed:
-            raise RuntimeError("the transport has been closed")
+    async def _handle(self, request: httpx.Request, loop: asyncio.AbstractEventLoop) -> httpx.Response:
         import aiohttp
         import yarl
 
@@ -145,7 +124,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     data=data,
                     allow_redirects=False,
                     timeout=timeout,
-                    server_hostname=_sni(request),
+                    server_hostname=sni(request),
                 )
         else:
             with anyio.CancelScope() as scope:  # the write timeout of a streamed body
@@ -160,7 +139,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                         chunked=chunked or None,
                         allow_redirects=False,
                         timeout=timeout,
-                        server_hostname=_sni(request),
+                        server_hostname=sni(request),
                     )
             if scope.cancelled_caught:
                 raise httpx.WriteTimeout("the server stopped taking the request body", request=request)
@@ -174,11 +153,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             request=request,
             extensions=extensions,
         )
-
-
-def _sni(request: httpx.Request) -> str | None:
-    value = request.extensions.get("sni_hostname")
-    return value.decode("ascii") if isinstance(value, bytes) else value
 
 
 def _deadline(timeout: float | None) -> float:

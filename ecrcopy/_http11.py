@@ -60,11 +60,10 @@ import httptools  # type: ignore[import-untyped]
 import httpx
 
 from ._protocol import LARGE_PIECES
+from ._transport_base import PIECE, AsyncioTransport, sni
 
 __all__ = ["Http11Transport"]
 
-#: Response bodies are handed on in pieces of at least this size (fewer, larger writes and hash updates).
-PIECE = 1024 * 1024
 #: Bytes buffered per answer before reading from the socket pauses.
 READ_BUFFER = 2 * PIECE
 #: Bytes before the end of an answer's headers (status line and headers), and headers per answer.
@@ -299,7 +298,7 @@ class _Connection(asyncio.Protocol):
             stalled: list[bool] = []
             timer = None
             if write_timeout is not None:
-                timer = self._watch_writes(waiter, write_timeout, self._write_buffered(), stalled)
+                timer = self._watch_writes(waiter, write_timeout, self.unsent(), stalled)
             try:
                 await waiter
             finally:
@@ -311,9 +310,6 @@ class _Connection(asyncio.Protocol):
 
     def unsent(self) -> int:
         """Request bytes still waiting for the socket."""
-        return self._write_buffered()
-
-    def _write_buffered(self) -> int:
         return self.transport.get_write_buffer_size() if self.transport is not None else 0
 
     def _watch_writes(
@@ -322,7 +318,7 @@ class _Connection(asyncio.Protocol):
         def check() -> None:
             if waiter.done():
                 return
-            now_size = self._write_buffered()
+            now_size = self.unsent()
             if now_size < size:  # the socket took some: the clock starts again
                 handle = self._watch_writes(waiter, seconds, now_size, stalled)
                 waiter.add_done_callback(lambda _: handle.cancel())
@@ -451,30 +447,16 @@ class _Pool:
         self.idle_count = 0
 
 
-class Http11Transport(httpx.AsyncBaseTransport):
+class Http11Transport(AsyncioTransport):
     """An httpx transport speaking HTTP/1.1 itself (see the module docstring)."""
 
     def __init__(self, *, verify: ssl.SSLContext, limits: httpx.Limits) -> None:
-        self._ssl = verify
-        self._limits = limits
+        super().__init__(verify=verify, limits=limits)
         self._pool = _Pool(limits)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._fallback: httpx.AsyncHTTPTransport | None = None
-        self._closed = False
 
-    def __repr__(self) -> str:
-        return f"Http11Transport(max_connections={self._limits.max_connections})"
-
-    def _httpx_transport(self) -> httpx.AsyncHTTPTransport:
-        if self._fallback is None:
-            self._fallback = httpx.AsyncHTTPTransport(verify=self._ssl, limits=self._limits)
-        return self._fallback
-
-    async def aclose(self) -> None:
-        self._closed = True
+    async def _close(self) -> None:
         self._pool.close()
-        if self._fallback is not None:
-            await self._fallback.aclose()
 
     # ------------------------------------------------------------------ connections
 
@@ -543,13 +525,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
 
     # ------------------------------------------------------------------ requests
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not asyncio (trio)
-            return await self._httpx_transport().handle_async_request(request)
-        if self._closed:
-            raise RuntimeError("the transport has been closed")
+    async def _handle(self, request: httpx.Request, loop: asyncio.AbstractEventLoop) -> httpx.Response:
         if self._loop is not loop:  # connections belong to the loop that opened them
             if self._loop is not None:
                 self._pool.close()
@@ -565,7 +541,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         port = url.port or _DEFAULT_PORTS[scheme]
         timeouts: dict[str, Any] = request.extensions.get("timeout", {})
         head = _head(request)
-        key: _Key = (scheme, host, port, _sni(request))
+        key: _Key = (scheme, host, port, sni(request))
         try:
             content: bytes | None = request.content
         except httpx.RequestNotRead:  # a streamed body
@@ -711,11 +687,6 @@ def _head(request: httpx.Request) -> bytes:
     if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
         raise httpx.LocalProtocolError("a request header contains a line break", request=request)
     return head
-
-
-def _sni(request: httpx.Request) -> str | None:
-    value = request.extensions.get("sni_hostname")
-    return value.decode("ascii") if isinstance(value, bytes) else value
 
 
 def _reason(exc: Exception) -> str:
