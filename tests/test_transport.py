@@ -9,6 +9,7 @@ never answering, a cut body, a malformed status line).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import socket
 import threading
@@ -53,14 +54,34 @@ def client(transport_class: Transport) -> Client:
     return make
 
 
+# -- servers on raw sockets: what no well-behaved server does, and answers a registry rarely gives --
+
+
+def read_head(conn: socket.socket, buffer: bytearray) -> bytes:
+    """One request head (through the blank line) from ``conn``; what follows stays in ``buffer``."""
+    while b"\r\n\r\n" not in buffer:
+        data = conn.recv(65536)
+        if not data:
+            raise ConnectionError("client went away")
+        buffer += data
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    buffer[:] = rest
+    return head
+
+
 @contextmanager
-def raw_server(behaviour: str) -> Iterator[tuple[str, list[int]]]:
-    """A TCP server misbehaving as ``behaviour``; yields its URL and the connections it accepted."""
+def scripted_server(script: Callable[[socket.socket, int], None]) -> Iterator[tuple[str, list[int]]]:
+    """A TCP server that runs ``script(conn, n)`` for its n-th connection, in a thread of its own."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     stop = threading.Event()
     accepted: list[int] = []
     held: list[socket.socket] = []
+
+    def run(conn: socket.socket, n: int) -> None:
+        conn.settimeout(5)
+        with suppress(OSError):
+            script(conn, n)
 
     def serve() -> None:
         while not stop.is_set():
@@ -70,31 +91,7 @@ def raw_server(behaviour: str) -> Iterator[tuple[str, list[int]]]:
                 continue
             accepted.append(1)
             held.append(conn)
-            if behaviour == "never-read":
-                continue  # the request body fills the socket buffers, then the client blocks
-            if behaviour == "keep-alive":
-                threading.Thread(target=answer_each, args=(conn,), daemon=True).start()
-                continue
-            conn.settimeout(5)
-            try:
-                conn.recv(65536)
-                if behaviour == "cut-body":
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
-                    conn.close()
-                elif behaviour == "garbage":
-                    conn.sendall(b"NOT-HTTP garbage\r\n\r\n")
-                    conn.close()
-                # "silent": read the request, never answer
-            except OSError:
-                pass
-
-    def answer_each(conn: socket.socket) -> None:
-        conn.settimeout(5)
-        try:
-            while not stop.is_set() and conn.recv(65536):  # one small GET per read
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        except OSError:
-            pass
+            threading.Thread(target=run, args=(conn, len(accepted)), daemon=True).start()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -106,6 +103,39 @@ def raw_server(behaviour: str) -> Iterator[tuple[str, list[int]]]:
         for conn in held:
             conn.close()
         listener.close()
+
+
+def _answer_each(conn: socket.socket, n: int) -> None:
+    while conn.recv(65536):  # one small GET per read
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+def _read_request(conn: socket.socket) -> None:
+    conn.recv(65536)
+
+
+def _answer_once(answer: bytes) -> Callable[[socket.socket, int], None]:
+    def script(conn: socket.socket, n: int) -> None:
+        conn.recv(65536)
+        conn.sendall(answer)
+        conn.close()
+
+    return script
+
+
+#: What each misbehaving server of :func:`raw_server` does with a connection.
+_BEHAVIOURS: dict[str, Callable[[socket.socket, int], None]] = {
+    "never-read": lambda conn, n: None,  # the request body fills the socket buffers, then the client blocks
+    "keep-alive": _answer_each,
+    "cut-body": _answer_once(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10),
+    "garbage": _answer_once(b"NOT-HTTP garbage\r\n\r\n"),
+    "silent": lambda conn, n: _read_request(conn),  # reads the request, never answers
+}
+
+
+def raw_server(behaviour: str) -> contextlib.AbstractContextManager[tuple[str, list[int]]]:
+    """A TCP server misbehaving as ``behaviour``; yields its URL and the connections it accepted."""
+    return scripted_server(_BEHAVIOURS[behaviour])
 
 
 async def test_requests_go_out_exactly_as_httpx_built_them(client: Client) -> None:
@@ -256,57 +286,6 @@ def test_the_aiohttp_backend_without_aiohttp_and_an_unknown_backend_are_one_line
         default_transport(verify=tls_context(), limits=LIMITS, backend="aiohttp", trust_env=False)
     with pytest.raises(ConfigurationError, match="unknown HTTP backend 'h2'"):
         default_transport(verify=tls_context(), limits=LIMITS, backend="h2", trust_env=False)
-
-
-# -- HTTP/1.1 on the wire: answers a well-behaved registry rarely gives, from a scripted socket ------
-
-
-def read_head(conn: socket.socket, buffer: bytearray) -> bytes:
-    """One request head (through the blank line) from ``conn``; what follows stays in ``buffer``."""
-    while b"\r\n\r\n" not in buffer:
-        data = conn.recv(65536)
-        if not data:
-            raise ConnectionError("client went away")
-        buffer += data
-    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
-    buffer[:] = rest
-    return head
-
-
-@contextmanager
-def scripted_server(script: Callable[[socket.socket, int], None]) -> Iterator[tuple[str, list[int]]]:
-    """A TCP server that runs ``script(conn, n)`` for its n-th connection, in a thread of its own."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-    accepted: list[int] = []
-    held: list[socket.socket] = []
-
-    def run(conn: socket.socket, n: int) -> None:
-        conn.settimeout(5)
-        with suppress(OSError):
-            script(conn, n)
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            accepted.append(1)
-            held.append(conn)
-            threading.Thread(target=run, args=(conn, len(accepted)), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}", accepted
-    finally:
-        stop.set()
-        thread.join(5)
-        for conn in held:
-            conn.close()
-        listener.close()
 
 
 async def test_a_head_answer_has_no_body_and_the_connection_carries_on(client: Client) -> None:
